@@ -1,0 +1,59 @@
+"""The `promot-jax` command line: one subcommand per module in promot_jax.commands.
+
+Each command module defines `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their command runs, so `promot-jax params` does
+not pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module under promot_jax.commands (underscored where the CLI uses a dash)
+COMMANDS = {
+    "params": "params",
+    "convert": "convert",
+    "tasks": "tasks",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"promot_jax.commands.{COMMANDS[name]}")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="promot-jax",
+        description="ProMoT / DMT format-preserving fine-tuning of mT5 (JAX/Flax).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen command's module is imported; the others get a stub parser.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name in COMMANDS:
+        if name == chosen:
+            module = _load(name)
+            p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+            module.add_arguments(p)
+        else:
+            sub.add_parser(name, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    module = _load(args.command)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"promot-jax {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
