@@ -1,0 +1,122 @@
+"""Matching a loaded parameter tree to the tree a `T5Config` expects.
+
+Every reader returns a flat `{"encoder/layers_0/...": np.ndarray}` dict; this
+module checks it against `network.abstract_params(config)` in one place, so all
+formats fail the same way: the first mismatching parameter path and both shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from promot_jax import network
+
+# Filler for parameters a checkpoint may lack: `(path, ShapeDtypeStruct) -> array`.
+Filler = Callable[[str, jax.ShapeDtypeStruct], Any]
+
+
+def flatten(tree: Mapping) -> dict[str, Any]:
+    """Nested dict -> `{"a/b/c": leaf}` (None leaves kept)."""
+    return traverse_util.flatten_dict(dict(tree), sep="/", keep_empty_nodes=False)
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """`{"a/b/c": leaf}` -> nested dict."""
+    return traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def match_config(
+    flat: Mapping[str, Any],
+    config: network.T5Config,
+    *,
+    source: str,
+    missing_ok: Sequence[str] = (),
+    fill: Filler | None = None,
+) -> dict[str, Any]:
+    """Check `flat` against the tree `config` expects and return it in that key order.
+
+    Missing keys are an error unless their path fully matches one of the regular
+    expressions in `missing_ok`; those are produced by `fill` (required then).
+    Extra keys and shape mismatches are always errors. `source` names the
+    checkpoint in messages.
+    """
+    expected = flatten(network.abstract_params(config))
+    patterns = [re.compile(p) for p in missing_ok]
+    out: dict[str, Any] = {}
+    for path, want in expected.items():
+        if path not in flat or flat[path] is None:
+            if not any(p.fullmatch(path) for p in patterns):
+                found = "None" if path in flat else "absent"
+                hint = (
+                    " (a T5X or transformers checkpoint has no soft prompt: pass "
+                    "missing_ok=('encoder/prompt/.*',) to fill it from the prompt initialiser)"
+                    if path.startswith("encoder/prompt/")
+                    else ""
+                )
+                raise ValueError(
+                    f"{source}: parameter {path} {list(want.shape)} is {found} in the "
+                    f"checkpoint{hint}"
+                )
+            if fill is None:
+                raise ValueError(f"missing_ok covers {path} but no fill was given")
+            value = np.asarray(fill(path, want))
+        else:
+            value = flat[path]
+        if tuple(value.shape) != tuple(want.shape):
+            raise ValueError(
+                f"{source}: parameter {path} has shape {list(value.shape)} in the checkpoint "
+                f"but the config expects {list(want.shape)}"
+            )
+        out[path] = value
+    extra = [k for k in flat if k not in expected and flat[k] is not None]
+    if extra:
+        raise ValueError(
+            f"{source}: parameter {sorted(extra)[0]} {list(np.shape(flat[sorted(extra)[0]]))} "
+            f"is in the checkpoint but not in the config's tree ({len(extra)} unexpected in "
+            "all); check prompt_length, layer counts and logits_via_embedding"
+        )
+    return out
+
+
+def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
+    """A filler that takes missing parameters from `network.init_params(config, rng)`."""
+    key = jax.random.key(rng) if isinstance(rng, int) else rng
+    cache: dict[str, Any] = {}
+
+    def fill(path: str, want: jax.ShapeDtypeStruct):
+        if not cache:
+            cache.update(flatten(jax.device_get(network.init_params(config, key))))
+        return cache[path]
+
+    return fill
+
+
+def prompt_filler(prompt: Any) -> Filler:
+    """A filler that supplies `encoder/prompt/prompt` from a given `[P, d]` array."""
+
+    def fill(path: str, want: jax.ShapeDtypeStruct):
+        if path != "encoder/prompt/prompt":
+            raise ValueError(f"prompt_filler only fills encoder/prompt/prompt, not {path}")
+        value = np.asarray(prompt)
+        if value.shape != tuple(want.shape):
+            raise ValueError(
+                f"the given prompt has shape {list(value.shape)} but the config expects "
+                f"{list(want.shape)} (prompt_length x emb_dim)"
+            )
+        return value
+
+    return fill
+
+
+def cast(flat: Mapping[str, Any], dtype: Any | None) -> dict[str, np.ndarray]:
+    """Host numpy arrays, cast to `dtype` when given (kept as stored otherwise)."""
+    if dtype is None:
+        return {k: np.asarray(v) for k, v in flat.items()}
+    dt = np.dtype(network.DTYPES[dtype] if isinstance(dtype, str) else dtype)
+    return {k: np.asarray(v).astype(dt) for k, v in flat.items()}
