@@ -65,7 +65,12 @@ def _sampling_loop(step_fn, cache, batch_size, max_length, eos_id, start_id, cho
 
 
 def greedy(
-    step_fn: StepFn, cache: Any, batch_size: int, max_length: int, eos_id: int = 1, start_id: int = 0
+    step_fn: StepFn,
+    cache: Any,
+    batch_size: int,
+    max_length: int,
+    eos_id: int = 1,
+    start_id: int = 0,
 ) -> jax.Array:
     """Arg-max decoding: `[B, max_length]` ids."""
     return _sampling_loop(
@@ -203,7 +208,9 @@ def beam_search(
     )
     # Where fewer than K beams ended, fill with the best unfinished ones.
     alive_scores = alive_logp / length_penalty(step.astype(jnp.float32), alpha)
-    pool_scores = jnp.concatenate([jnp.where(fin_flags, fin_scores, NEG_INF), alive_scores - 1e6], 1)
+    pool_scores = jnp.concatenate(
+        [jnp.where(fin_flags, fin_scores, NEG_INF), alive_scores - 1e6], 1
+    )
     pool_seqs = jnp.concatenate([fin_seqs, seqs], axis=1)
     top_scores, pick = jax.lax.top_k(pool_scores, K)
     out = gather(pool_seqs, pick)[:, :, 1:]

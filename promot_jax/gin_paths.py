@@ -1,4 +1,4 @@
-"""Where the project's gin files live, for `--gin_search_paths` and gin.add_config_file_search_path."""
+"""Where the gin files live, for `--gin_search_paths` and gin.add_config_file_search_path."""
 
 from __future__ import annotations
 

@@ -72,15 +72,13 @@ def uniform(scale: float = 0.5) -> PromptInit:
 
 
 def from_sampled_vocab(embedding: np.ndarray, population: int = 5000) -> PromptInit:
-    """Rows drawn from the first `population` token embeddings (with replacement if P > population)."""
+    """Rows drawn from the first `population` embeddings (with replacement if P > population)."""
     table = np.asarray(embedding)
 
     def init(rng, shape, dtype=jnp.float32):
         length, d = _check_shape(shape, "from_sampled_vocab")
         if table.shape[1] != d:
-            raise ValueError(
-                f"embedding table has width {table.shape[1]} but the prompt needs {d}"
-            )
+            raise ValueError(f"embedding table has width {table.shape[1]} but the prompt needs {d}")
         pool = min(population, table.shape[0])
         idx = jax.random.choice(rng, pool, (length,), replace=length > pool)
         return jnp.asarray(table[np.asarray(idx)], dtype)
@@ -103,7 +101,7 @@ def from_class_labels(
             raise ValueError(
                 f"{len(label_token_ids)} class labels do not fit a prompt of length {length}"
             )
-        rows = np.asarray(fill(rng, shape, jnp.float32))
+        rows = np.array(fill(rng, shape, jnp.float32))
         for i, ids in enumerate(label_token_ids):
             if not ids:
                 raise ValueError(f"class label {i} has no token ids")
