@@ -16,35 +16,47 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from promot_jax.checkpoints import param_tree, t5x_orbax
 
 
+def _host_arrays(params: Mapping) -> dict[str, np.ndarray]:
+    flat = param_tree.flatten(jax.device_get(dict(params)))
+    for path, leaf in flat.items():
+        # jnp's issubdtype knows bfloat16 is a number; numpy's does not.
+        if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.number):
+            kind = getattr(leaf, "dtype", type(leaf).__name__)
+            raise ValueError(f"parameter {path} is {kind}, not a numeric array; nothing saved")
+    return {k: np.asarray(v) for k, v in flat.items()}
+
+
 def save_params(params: Mapping, path: str | os.PathLike, *, force: bool = False) -> Path:
     """Write `params` (nested dict of arrays) to `path` as an Orbax PyTree; return `path`.
 
-    Raises FileExistsError when `path` exists and `force` is false.
+    Raises FileExistsError when `path` exists and `force` is false. The tree is
+    written under a hidden staging directory next to `path` and renamed into place.
     """
     path = Path(path).absolute()
     if path.exists() and not force:
         raise FileExistsError(f"{path} already exists; pass force=True (--force) to replace it")
+    host = param_tree.unflatten(_host_arrays(params))
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Orbax keeps its own temporaries next to its target, so stage inside a private dir.
     staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    host = jax.tree.map(np.asarray, jax.device_get(dict(params)))
+    staging.mkdir()
     try:
-        ocp.PyTreeCheckpointer().save(staging, host)
-        if path.exists():  # force: swap, then remove the old one
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-            staging.rename(path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        ocp.PyTreeCheckpointer().save(staging / "params", host)
+        if path.exists():  # force: swap the old one out, then delete it
+            (staging / "params").rename(staging / "new")
+            path.rename(staging / "params")
+            (staging / "new").rename(path)
         else:
-            staging.rename(path)
+            (staging / "params").rename(path)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
