@@ -62,9 +62,13 @@ def test_t5x_legacy_round_trip_with_inline_and_none_leaves(tmp_path, params, dty
     stored = _cast(params, dtype)
     # 1-D scales and the relpos tables inline in the msgpack, kernels as zarr.
     inline = lambda path, a: a.ndim < 2 or "relpos_bias" in path  # noqa: E731
-    t5x_legacy.write_checkpoint(tmp_path, _cast(params, np.float32), step=10)
+    # An older step with other values: the model dir must resolve to step 10, not 9
+    # (numerically latest, not lexicographically).
+    t5x_legacy.write_checkpoint(
+        tmp_path, _cast(jax.tree.map(lambda a: a + 1, params), dtype), step=9
+    )
     step_dir = t5x_legacy.write_checkpoint(
-        tmp_path, stored, step=200, param_states=_optimizer_state(params), inline=inline
+        tmp_path, stored, step=10, param_states=_optimizer_state(params), inline=inline
     )
     assert (step_dir / "target.encoder.layers_0.attention.query.kernel" / ".zarray").is_file()
     assert not (step_dir / "target.encoder.relpos_bias.rel_embedding").exists()
@@ -77,7 +81,7 @@ def test_t5x_legacy_round_trip_with_inline_and_none_leaves(tmp_path, params, dty
         assert_bitwise_equal(checkpoints.load_params(path, PROMPTED), stored)
 
     state = t5x_legacy.read_state(step_dir)
-    assert int(state["state"]["step"]) == 200
+    assert int(state["state"]["step"]) == 10
     kernel_state = state["state"]["param_states"]["encoder"]["layers_0"]["mlp"]["wo"]["kernel"]
     assert kernel_state["v"] is None and kernel_state["m"] is None
     np.testing.assert_array_equal(kernel_state["v_row"], np.full((128,), 0.5, np.float32))
@@ -252,6 +256,10 @@ def test_transformers_into_prompted_config_needs_explicit_fill(hf_mt5):
         checkpoints.load_params(directory, config, prompt=given[:4])
     with pytest.raises(ValueError, match="has no soft prompt"):
         checkpoints.load_prompt(directory)
+    with pytest.raises(ValueError, match="prompt_length=0"):
+        checkpoints.load_params(
+            directory, dataclasses.replace(config, prompt_length=0), prompt=given
+        )
 
 
 # --------------------------------------------------------------------------- bad input

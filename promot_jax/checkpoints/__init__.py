@@ -86,13 +86,19 @@ def load_params(
     (and both shapes). To load a checkpoint without a soft prompt (public mT5, a
     transformers model) into a prompted config, say so explicitly: either
     `missing_ok=("encoder/prompt/.*",)`, which fills the prompt from
-    `init_params(config, rng)` (the config's prompt initialiser), or
+    `init_params(config, rng)` (the config's prompt initialiser, deterministic for a
+    given `rng`), or
     `prompt=<[P, d] array>`. `dtype` casts every leaf (e.g. "bfloat16"); by default
     leaves keep the dtype they were stored with. Arrays are host numpy arrays.
     """
     flat = read_flat_params(path, config)
     source = str(path)
     if prompt is not None:
+        if not config.prompt_length:
+            raise ValueError(
+                f"a prompt was given but the config has prompt_length=0; set prompt_length="
+                f"{np.shape(prompt)[0] if np.ndim(prompt) else '?'} to load it"
+            )
         if flat.get(PROMPT_PATH) is not None:
             raise ValueError(
                 f"{source}: the checkpoint already holds {PROMPT_PATH}; pass prompt= only "
