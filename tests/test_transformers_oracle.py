@@ -43,6 +43,12 @@ def _build(kind: str, path) -> object:
         model = transformers.MT5ForConditionalGeneration(transformers.MT5Config(**DIMS))
     else:  # T5 v1.1: the same architecture under T5's classes
         model = transformers.T5ForConditionalGeneration(transformers.T5Config(**DIMS))
+    # transformers 5 ties lm_head to the embedding whatever the config says; the
+    # public mT5 / T5 v1.1 checkpoints are untied, so untie it explicitly.
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "scale_decoder_outputs"):
+        model.config.scale_decoder_outputs = False
     # Random init keeps relpos tables near zero; make every weight matter.
     with torch.no_grad():
         for p in model.parameters():
@@ -57,7 +63,10 @@ def pair(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     hf = _build(request.param, path)
     config = checkpoints.t5x_config_from_transformers(path)
+    assert not config.logits_via_embedding
     params = checkpoints.load_params(path, config)
+    shared = params["token_embedder"]["embedding"]
+    assert np.abs(params["decoder"]["logits_dense"]["kernel"] - shared.T).max() > 0.1  # untied
     return hf, network.Transformer(config), params
 
 
