@@ -1,0 +1,133 @@
+"""The toy world: determinism per seed, held-out formats kept out of pretraining, vocab layout."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import seqio
+
+import promot_tasks
+from promot_tasks.toy_world import corpus, families, toy_tasks
+from promot_tasks.vocabularies import toy_vocabulary
+
+SMALL = families.ToyConfig(seed=0, n_train=200, n_validation=20, n_test=20)
+HELD_OUT_MARKERS = ("Is it true or false? answer:", "Translate English to French:")
+
+
+@pytest.mark.parametrize("key", sorted(families.TOY_FAMILIES))
+def test_same_seed_same_examples_other_seed_differs(key):
+    a = families.generate_splits(key, SMALL)
+    families.generate_splits.cache_clear()
+    b = families.generate_splits(key, families.ToyConfig(0, 200, 20, 20))
+    c = families.generate_splits(key, families.ToyConfig(1, 200, 20, 20))
+    assert a == b
+    assert a["train"] != c["train"]
+    assert {len(v) for v in (a["train"], a["validation"], a["test"])} == {200, 20}
+    # Distinct records, no record in two splits.
+    keys = [families._record_key(r) for split in a.values() for r in split]
+    assert len(keys) == len(set(keys))
+
+
+def test_default_sizes_and_labels():
+    for key in families.TOY_FAMILIES:
+        splits = families.generate_splits(key)
+        assert len(splits["train"]) == 2000 and len(splits["validation"]) == 200
+        labels = promot_tasks.task_info(f"toy_{key}").labels
+        if labels:
+            assert {r["answer"] for r in splits["validation"]} == set(labels), key
+
+
+def test_toy_tasks_share_templates_postprocessing_and_metrics_with_real_ones():
+    for name, info in promot_tasks.CATALOGUE.items():
+        if not name.startswith("promot_") or name.startswith("promot_multitask"):
+            continue
+        toy_name = "toy_" + name[len("promot_"):]
+        if name == "promot_gsm8k":
+            toy_name = "toy_math"
+        toy = promot_tasks.task_info(toy_name)
+        assert (toy.family, toy.labels, toy.shots) == (info.family, info.labels, info.shots)
+        if info.family != "math":
+            assert toy.metric == info.metric
+
+
+def test_toy_task_pipeline_is_deterministic():
+    task = seqio.get_mixture_or_task("toy_cb_4shot")
+
+    def first(n):
+        ds = task.get_dataset(None, split="validation", shuffle=False)
+        return [ex["inputs"].tolist() for ex in ds.take(n).as_numpy_iterator()]
+
+    assert first(5) == first(5)
+
+
+def test_pretraining_mixture_excludes_held_out_formats():
+    mixture = seqio.get_mixture_or_task("toy_pretrain")
+    members = {t.name for t in mixture.tasks}
+    assert "toy_span_corruption" in members and "toy_cb_4shot" in members
+    assert not any(m.startswith(("toy_rte", "toy_wmt14_en_fr")) for m in members)
+    # Text level, over every member's whole train split and the whole corpus.
+    for name in members - {"toy_span_corruption"}:
+        key = name[len("toy_"):].split("_1shot")[0].split("_4shot")[0]
+        template = promot_tasks.templates.template_for(families.TOY_FAMILIES[key].family)
+        for record in families.generate_splits(key)["train"]:
+            text = template.render(record)
+            assert not any(m in text for m in HELD_OUT_MARKERS), name
+    for paragraph in corpus.corpus_paragraphs()["train"]:
+        assert not any(m in paragraph for m in HELD_OUT_MARKERS)
+    # And on what the mixture actually yields.
+    ds = mixture.get_dataset({"inputs": 1024, "targets": 256}, split="train", shuffle=True,
+                             seed=0, copy_pretokenized=True)
+    texts = [ex["inputs_pretokenized"].decode() for ex in ds.take(300).as_numpy_iterator()]
+    assert any("<extra_id_0>" in t and "answer:" not in t for t in texts)  # span corruption
+    assert any("Is it true or false or neither? answer:" in t for t in texts)  # in-context
+    assert not any(m in t for t in texts for m in HELD_OUT_MARKERS)
+
+
+def test_held_out_keys_are_the_fine_tuning_formats():
+    assert toy_tasks.HELD_OUT_KEYS == ("rte", "wmt14_en_fr")
+    assert set(toy_tasks.in_context_keys()) == {
+        "cb", "wic", "triviaqa", "web_questions", "wmt16_en_de", "wmt16_en_ro", "xsum",
+        "wikilingua_en"}
+
+
+def test_span_corruption_round_trip():
+    rng = random.Random(0)
+    text = " ".join(f"w{i}" for i in range(40))
+    inputs, targets = corpus.span_corrupt(text, rng)
+    # Filling each sentinel with its span gives the text back.
+    spans = {}
+    pieces = targets.split()
+    current = None
+    for p in pieces:
+        if p.startswith("<extra_id_"):
+            current = p
+            spans[current] = []
+        else:
+            spans[current].append(p)
+    rebuilt = " ".join(" ".join(spans[w]) if w in spans else w for w in inputs.split())
+    assert " ".join(rebuilt.split()) == text
+    n_noise = sum(len(v) for v in spans.values())
+    assert n_noise == round(40 * corpus.NOISE_DENSITY)
+
+
+def test_toy_vocabulary_layout():
+    vocab = toy_vocabulary()
+    assert vocab.pad_id == 0 and vocab.eos_id == 1 and vocab.unk_id == 2
+    assert vocab.extra_ids == 100
+    assert vocab.vocab_size == 2000 + 100
+    ids = vocab.encode("Q: Where does Kalo live? A: <extra_id_0>")
+    assert ids[-1] == vocab.vocab_size - 1  # <extra_id_0> is the last id, as in T5/mT5
+    assert vocab.decode(vocab.encode("Translate English to German: The red cat.")) == (
+        "Translate English to German: The red cat.")
+
+
+@pytest.mark.slow
+def test_build_vocab_reproduces_shipped_model(tmp_path):
+    from promot_tasks.toy_world import build_vocab
+    from promot_tasks.vocabularies import TOY_VOCAB_PATH
+
+    out = tmp_path / "toy.model"
+    build_vocab.main(["--out", str(out)])
+    with open(TOY_VOCAB_PATH, "rb") as f:
+        assert out.read_bytes() == f.read()
