@@ -19,6 +19,7 @@ import os
 
 import seqio
 import tensorflow as tf
+
 from promot_tasks import mixtures, pipeline, sources
 from promot_tasks.vocabularies import mt5_output_features
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+
 from promot_tasks.templates import SHOT_SEPARATOR
 
 POOL_SIZE = 1024

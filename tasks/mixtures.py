@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import seqio
 import tensorflow as tf
+
 from promot_tasks import catalogue
 
 TASK_ID = "task_id"

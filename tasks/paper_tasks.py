@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import seqio
 import tensorflow as tf
+
 from promot_tasks import pipeline
 from promot_tasks.vocabularies import mt5_output_features
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import seqio
 import tensorflow as tf
+
 from promot_tasks import catalogue, in_context
 from promot_tasks.metrics import METRICS
 from promot_tasks.postprocessors import postprocess_fn_for

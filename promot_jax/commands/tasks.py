@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows(pattern: str) -> list[tuple[str, str, str]]:
-    import promot_tasks
     import seqio
+
+    import promot_tasks
 
     try:
         regex = re.compile(pattern)
@@ -66,6 +67,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     import seqio
+
     from promot_tasks.mixtures import get_task_or_mixture
 
     provider = get_task_or_mixture(args.name)

@@ -16,6 +16,7 @@ import io
 import sys
 
 import sentencepiece as spm
+
 from promot_tasks.templates import template_for
 from promot_tasks.toy_world.corpus import corpus_paragraphs
 from promot_tasks.toy_world.families import DEFAULT_CONFIG, TOY_FAMILIES, ToyConfig, generate_splits

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import seqio
+
 from promot_tasks import catalogue, mixtures, pipeline, sources
 from promot_tasks.paper_tasks import (
     FINE_TUNE_SHOTS,
