@@ -1,7 +1,7 @@
 """`promot-jax tasks`: list the SeqIO registry and show rendered examples of a task or mixture.
 
-    promot-jax tasks list [REGEX]
-    promot-jax tasks show NAME [--split validation] [-n 3]
+promot-jax tasks list [REGEX]
+promot-jax tasks show NAME [--split validation] [-n 3]
 """
 
 from __future__ import annotations
