@@ -16,6 +16,8 @@ COMMANDS = {
     "params": "params",
     "convert": "convert",
     "tasks": "tasks",
+    "train": "train",
+    "run": "run",
 }
 
 
@@ -42,10 +44,24 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _split_gin_dot_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """t5x-style `--gin.NAME=VALUE` flags become gin bindings `NAME = VALUE`."""
+    rest, bindings = [], []
+    for arg in argv:
+        if arg.startswith("--gin.") and "=" in arg:
+            name, value = arg[len("--gin.") :].split("=", 1)
+            bindings.append(f"{name} = {value}")
+        else:
+            rest.append(arg)
+    return rest, bindings
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    argv, gin_dot_bindings = _split_gin_dot_flags(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.gin_dot_bindings = gin_dot_bindings
     module = _load(args.command)
     try:
         return int(module.run(args) or 0)

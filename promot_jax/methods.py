@@ -1,0 +1,128 @@
+"""Which parameters train: one small table, used by our runner and by the T5X gin files.
+
+A method says whether the network carries a soft prompt and which of prompt and
+trunk receive gradients. Everything else (optimizer state, T5X MultiOptimizer
+traversals, optax masks) is derived from `is_trainable(method, path)`.
+
+| method                        | prompt | prompt trains | trunk trains |
+|-------------------------------|--------|---------------|--------------|
+| promot_stage1 / prompt_tuning | yes    | yes           | no           |
+| promot_stage2                 | yes    | no (frozen, from stage 1) | yes |
+| finetune                      | no     | -             | yes          |
+| joint                         | yes    | yes           | yes          |
+| finetune_fixed_random_prompt  | yes    | no (random)   | yes          |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+# A parameter path as T5X's traversals spell it, e.g. "/encoder/prompt/prompt".
+PROMPT_REGEX = r".*/prompt/.*"
+_PROMPT_RE = re.compile(PROMPT_REGEX)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    has_prompt: bool
+    trains_prompt: bool
+    trains_trunk: bool
+    prompt_source: str  # "init": the config's initialiser; "previous_stage": a stage-1 export
+    description: str
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("promot_stage1", True, True, False, "init", "ProMoT stage 1: prompt only"),
+        Method(
+            "promot_stage2",
+            True,
+            False,
+            True,
+            "previous_stage",
+            "ProMoT stage 2: trunk, with stage 1's prompt attached and frozen",
+        ),
+        Method("prompt_tuning", True, True, False, "init", "prompt tuning baseline"),
+        Method("finetune", False, False, True, "init", "standard fine-tuning, no prompt"),
+        Method("joint", True, True, True, "init", "prompt and model tuned in one stage"),
+        Method(
+            "finetune_fixed_random_prompt",
+            True,
+            False,
+            True,
+            "init",
+            "fine-tuning with a random prompt attached and frozen",
+        ),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    """The method called `name`; unknown names list the valid ones and the closest."""
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, METHODS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; valid: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def is_prompt(path: str) -> bool:
+    """Whether a parameter path (with or without the leading "/") belongs to the prompt."""
+    return _PROMPT_RE.fullmatch("/" + path.lstrip("/") + "/") is not None
+
+
+def is_trainable(method: Method | str, path: str) -> bool:
+    method = get_method(method) if isinstance(method, str) else method
+    return method.trains_prompt if is_prompt(path) else method.trains_trunk
+
+
+def _path_str(key_path) -> str:
+    return "/".join(str(getattr(k, "key", k)) for k in key_path)
+
+
+def group_labels(params: Mapping) -> Any:
+    """A tree like `params` labelling each leaf "prompt" or "trunk" (optimizer groups)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: "prompt" if is_prompt(_path_str(p)) else "trunk", params
+    )
+
+
+def trainable_mask(method: Method | str, params: Mapping) -> Any:
+    """A tree like `params` with True where the parameter trains."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: is_trainable(method, _path_str(p)), params)
+
+
+def split(method: Method | str, params: Mapping) -> tuple[dict, dict]:
+    """(trainable, frozen) nested dicts; frozen parameters never reach the optimizer."""
+    trainable: dict = {}
+    frozen: dict = {}
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        path = _path_str(key_path)
+        target = trainable if is_trainable(method, path) else frozen
+        node = target
+        *parents, last = path.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = leaf
+    return trainable, frozen
+
+
+def merge(trainable: Mapping, frozen: Mapping) -> dict:
+    """Inverse of `split`."""
+    out: dict = {}
+    for tree in (frozen, trainable):
+        for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            *parents, last = _path_str(key_path).split("/")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = leaf
+    return out

@@ -1,0 +1,126 @@
+"""Device mesh and parameter placement with jax.sharding (pjit's successor).
+
+A 2-D mesh `("data", "model")`; logical axis names on every parameter map to mesh
+axes through T5X's standard 1-D rules, with the soft prompt replicated. Batches
+split along `data`. Multi-host: every process feeds its own slice of the global
+batch (`global_batch`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from promot_jax import network
+
+# T5X's `standard_logical_axis_rules(1, 1)`, plus the prompt (replicated, as
+# prompt-tuning's runs/prompt_finetune.gin does).
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("embed", None),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("joined_kv", "model"),
+    ("relpos_buckets", None),
+    ("length", None),
+    ("layers", None),
+    ("stack", None),
+    ("prompt", None),
+    ("prompt_embed", None),
+)
+
+
+def make_mesh(data: int = -1, model: int = 1, devices: Sequence | None = None) -> Mesh:
+    """A `("data", "model")` mesh over `devices` (default: all); -1 takes what is left.
+
+    Axis types are Auto: jax 0.10's default Explicit axes break Flax's embedding gathers.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if model < 1 or n % model:
+        raise ValueError(f"mesh model axis {model} does not divide the {n} devices")
+    if data == -1:
+        data = n // model
+    if data * model != n:
+        raise ValueError(
+            f"mesh data={data} x model={model} = {data * model} devices, but there are {n}"
+        )
+    grid = np.asarray(devices, dtype=object).reshape(data, model)
+    return Mesh(grid, ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def spec_for(axes: Sequence[str], rules=LOGICAL_AXIS_RULES) -> PartitionSpec:
+    table = dict(rules)
+    unknown = [a for a in axes if a not in table]
+    if unknown:
+        raise ValueError(f"no partition rule for logical axes {unknown}; rules: {list(table)}")
+    return PartitionSpec(*(table[a] for a in axes))
+
+
+def param_shardings(config: network.T5Config, mesh: Mesh) -> dict:
+    """NamedShardings for every parameter of `config`, from its logical axis names."""
+    axes = network.logical_axes(config)
+    return jax.tree_util.tree_map(
+        lambda a: NamedSharding(mesh, spec_for(a)),
+        axes,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    data = mesh.shape["data"]
+    if batch_size % data:
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the mesh's data axis ({data})"
+        )
+    if batch_size % jax.process_count():
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the {jax.process_count()} processes"
+        )
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assembles the global batch from each process's local rows (its share of `data`)."""
+    sharding = batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()
+    }
+
+
+def maybe_initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Joins a multi-process run when asked by arguments or the environment.
+
+    Environment: PROMOT_COORDINATOR (host:port), PROMOT_NUM_PROCESSES, PROMOT_PROCESS_ID.
+    On Cloud TPU, `PROMOT_DISTRIBUTED=auto` lets jax discover everything itself.
+    Returns whether jax.distributed was initialised.
+    """
+    env = os.environ
+    if env.get("PROMOT_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
+        return True
+    coordinator_address = coordinator_address or env.get("PROMOT_COORDINATOR")
+    if not coordinator_address:
+        return False
+    num_processes = num_processes or int(env["PROMOT_NUM_PROCESSES"])
+    if process_id is None:
+        process_id = int(env["PROMOT_PROCESS_ID"])
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    return True

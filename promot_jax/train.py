@@ -1,0 +1,422 @@
+"""One training stage, top to bottom: build params, split trainable from frozen, loop, save.
+
+A stage is one method (see `methods`) on one SeqIO mixture. ProMoT is two stages
+(`experiment.run_experiment` chains them): `promot_stage1` trains only the soft
+prompt, `promot_stage2` trains the trunk with stage 1's prompt attached and frozen.
+
+Frozen means frozen and free: gradients are taken with respect to the trainable
+subtree only, and the optimizer state exists only for it. Checkpoints hold the
+trainable subtree, its optimizer state and the data position; frozen parameters
+are rebuilt from the stage's sources (recorded in `stage.json`), so a stage-1
+checkpoint of mT5-XXL is a few megabytes.
+
+Run directory layout:
+  stage.json            what this stage is (method, model, data, sources); a run
+                        directory holding a different stage is refused, never overwritten
+  config.gin            the resolved gin config (when run through gin)
+  checkpoints/<step>/   orbax: {state: trainable + opt_state, data: batches consumed}
+  metrics.jsonl, tb/    training and evaluation scalars
+  final_params/, best_params/   full parameter trees (our orbax params format)
+  prompt.npy, best_prompt.npy   the soft prompt, `[P, d]` float32 (prompt stages)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from promot_jax import batches, checkpoints, losses, methods, network, sharding
+from promot_jax import prompt as prompt_lib
+from promot_jax.optimizer import OptimizerConfig, make_optimizer
+from promot_jax.run_log import RunLog
+
+EvalFn = Callable[[dict, int], dict[str, float]]
+
+# Placeholder for `prompt_file` / `init_checkpoint` inside an experiment: the
+# previous stage's best prompt / final parameters (resolved by `experiment`).
+PREVIOUS_STAGE = "previous_stage"
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Everything one stage needs; validated before anything is created on disk."""
+
+    method: str
+    mixture: str
+    model: network.T5Config
+    steps: int
+    run_dir: str = ""  # inside an experiment: <experiment run_dir>/<stage name>
+    batch_size: int = 64
+    feature_lengths: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: {"inputs": 512, "targets": 128}
+    )
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    label_smoothing: float = 0.0
+    z_loss: float = 1e-4
+    loss_normalizing_factor: float | str | None = "num_real_target_tokens"
+    init_checkpoint: str | None = None  # trunk (and prompt, if stored); None: random init
+    prompt_file: str | None = None  # `[P, d]` .npy; promot_stage2 requires it
+    save_every: int = 1000
+    keep: int = 2
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_split: str = "validation"
+    eval_batches: int = 4
+    best_metric: str = "eval/loss"
+    best_mode: str = "min"
+    log_every: int = 10
+    mesh_data: int = -1
+    mesh_model: int = 1
+    seed: int = 0
+    train_split: str = "train"
+
+    def __post_init__(self):
+        method = methods.get_method(self.method)
+        if method.has_prompt and self.model.prompt_length == 0:
+            raise ValueError(
+                f"method {self.method!r} attaches a soft prompt, but the model has "
+                "prompt_length=0; set T5Config.prompt_length (the paper uses 100)"
+            )
+        if not method.has_prompt and self.model.prompt_length:
+            raise ValueError(
+                f"method {self.method!r} has no soft prompt, but the model has "
+                f"prompt_length={self.model.prompt_length}; set it to 0"
+            )
+        if self.prompt_file and not method.has_prompt:
+            raise ValueError(
+                f"method {self.method!r} has no soft prompt; prompt_file must not be set"
+            )
+        if method.prompt_source == "previous_stage" and not self.prompt_file:
+            raise ValueError(
+                f"method {self.method!r} needs stage 1's prompt: set prompt_file to the "
+                "stage-1 export (prompt.npy or best_prompt.npy), or run both stages with "
+                "`promot-jax run`"
+            )
+        if self.prompt_file not in (None, PREVIOUS_STAGE) and not Path(self.prompt_file).is_file():
+            raise FileNotFoundError(f"prompt_file {self.prompt_file} does not exist")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1 ({self.steps}, {self.batch_size})")
+        if self.best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
+        for key in ("inputs", "targets"):
+            if key not in self.feature_lengths:
+                raise ValueError(f"feature_lengths needs {key!r}, got {dict(self.feature_lengths)}")
+
+    def fingerprint(self) -> dict:
+        """What must stay equal for a checkpoint in run_dir to be resumable."""
+        model = dataclasses.asdict(self.model)
+        model.pop("prompt_init")
+        model = {
+            k: (str(np.dtype(v)) if k in ("dtype", "param_dtype") else v) for k, v in model.items()
+        }
+        model["mlp_activations"] = list(model["mlp_activations"])
+        return {
+            "method": self.method,
+            "mixture": self.mixture,
+            "model": model,
+            "batch_size": self.batch_size,
+            "feature_lengths": dict(self.feature_lengths),
+            "init_checkpoint": self.init_checkpoint,
+            "prompt_file": self.prompt_file,
+            "seed": self.seed,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    run_dir: Path
+    steps: int
+    final_params: Path
+    best_params: Path
+    prompt: Path | None
+    best_prompt: Path | None
+    metrics: dict[str, float]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept as it was."""
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def make_train_step(model: network.Transformer, tx: optax.GradientTransformation, cfg):
+    """The jitted update: gradients w.r.t. `trainable` only; `frozen` enters as a constant."""
+    loss_kwargs = dict(
+        label_smoothing=cfg.label_smoothing,
+        z_loss=cfg.z_loss,
+        loss_normalizing_factor=cfg.loss_normalizing_factor,
+    )
+
+    def step(trainable, frozen, opt_state, batch, rng):
+        def loss_fn(trainable):
+            params = methods.merge(trainable, frozen)
+            logits = model.apply(
+                {"params": params},
+                batch["encoder_input_tokens"],
+                batch["decoder_input_tokens"],
+                batch["decoder_target_tokens"],
+                enable_dropout=True,
+                rngs={"dropout": rng},
+            )
+            return losses.cross_entropy(
+                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], **loss_kwargs
+            )
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return trainable, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+
+    return jax.jit(step, donate_argnums=(0, 2))
+
+
+def make_eval_step(model: network.Transformer, cfg):
+    def step(params, batch):
+        logits = model.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
+            batch["decoder_target_tokens"],
+            enable_dropout=False,
+        )
+        return losses.cross_entropy(
+            logits,
+            batch["decoder_target_tokens"],
+            batch["decoder_loss_weights"],
+            loss_normalizing_factor="num_real_target_tokens",
+        )
+
+    return jax.jit(step)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def initial_params(cfg: StageConfig) -> dict:
+    """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`."""
+    model_cfg = cfg.model
+    prompt = prompt_lib.load_prompt_file(cfg.prompt_file) if cfg.prompt_file else None
+    if prompt is not None and prompt.shape != (model_cfg.prompt_length, model_cfg.emb_dim):
+        raise ValueError(
+            f"prompt_file {cfg.prompt_file} has shape {prompt.shape}, but the model's prompt is "
+            f"{(model_cfg.prompt_length, model_cfg.emb_dim)} (prompt_length, emb_dim)"
+        )
+    if cfg.init_checkpoint is None:
+        params = network.init_params(model_cfg, jax.random.key(cfg.seed))
+        params = jax.tree_util.tree_map(np.asarray, params)
+        if prompt is not None:
+            params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
+        return params
+    has_prompt = model_cfg.prompt_length > 0
+    try:
+        return checkpoints.load_params(
+            cfg.init_checkpoint,
+            model_cfg,
+            dtype=model_cfg.param_dtype,
+            prompt=prompt,
+            missing_ok=("encoder/prompt/.*",) if has_prompt and prompt is None else (),
+            rng=cfg.seed,
+        )
+    except ValueError as e:
+        if prompt is not None and "already holds" in str(e):
+            # A checkpoint that carries a prompt (e.g. stage 1's): the file wins.
+            params = checkpoints.load_params(
+                cfg.init_checkpoint, model_cfg, dtype=model_cfg.param_dtype
+            )
+            params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
+            return params
+        raise
+
+
+def _check_run_dir(cfg: StageConfig) -> Path:
+    run_dir = Path(cfg.run_dir)
+    meta_path = run_dir / "stage.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        new = json.loads(json.dumps(cfg.fingerprint()))
+        diffs = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+        if diffs:
+            raise ValueError(
+                f"run directory {run_dir} holds a different stage ({'; '.join(diffs)}); "
+                "it is left untouched: choose a new run directory or restore the old settings"
+            )
+    elif (run_dir / "checkpoints").exists():
+        raise ValueError(f"{run_dir}/checkpoints exists without stage.json; refusing to touch it")
+    return run_dir
+
+
+EXPORT_NAMES = {"final": ("final_params", "prompt.npy"), "best": ("best_params", "best_prompt.npy")}
+
+
+def _export(run_dir: Path, params: dict, which: str, with_prompt: bool):
+    """Writes the full params (and the prompt) of the final or best step, atomically."""
+    params_name, prompt_name = EXPORT_NAMES[which]
+    params = jax.device_get(params)
+    params_path = checkpoints.save_params(params, run_dir / params_name, force=True)
+    prompt_path = None
+    if with_prompt:
+        prompt_path = prompt_lib.save_prompt_file(
+            np.asarray(params["encoder"]["prompt"]["prompt"], np.float32), run_dir / prompt_name
+        )
+    return params_path, prompt_path
+
+
+def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
+    """Runs (or resumes) one stage and returns where its outputs are."""
+    method = methods.get_method(cfg.method)
+    if PREVIOUS_STAGE in (cfg.prompt_file, cfg.init_checkpoint):
+        raise ValueError(
+            f"{cfg.method}: prompt_file/init_checkpoint say {PREVIOUS_STAGE!r}, which only an "
+            "experiment can resolve; run it with `promot-jax run` or give real paths"
+        )
+    if not cfg.run_dir:
+        raise ValueError("StageConfig.run_dir is empty; give the stage a run directory")
+    run_dir = _check_run_dir(cfg)
+    mesh = sharding.make_mesh(cfg.mesh_data, cfg.mesh_model)
+    sharding.check_batch_size(cfg.batch_size, mesh)
+
+    model = network.Transformer(cfg.model)
+    shardings = sharding.param_shardings(cfg.model, mesh)
+    params = jax.device_put(initial_params(cfg), shardings)
+    trainable, frozen = methods.split(method, params)
+    del params
+    tx = make_optimizer(method, cfg.optimizer)
+    opt_state = jax.jit(tx.init)(trainable)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        (run_dir / "stage.json").write_text(json.dumps(cfg.fingerprint(), indent=2))
+    manager = ocp.CheckpointManager(
+        (run_dir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=cfg.keep, create=True, enable_async_checkpointing=False
+        ),
+    )
+    start, consumed = 0, 0
+    best: dict = {}
+    if manager.latest_step() is not None:
+        start = manager.latest_step()
+        target = {"trainable": trainable, "opt_state": opt_state}
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        restored = manager.restore(
+            start,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
+            ),
+        )
+        trainable = restored.state["trainable"]
+        opt_state = restored.state["opt_state"]
+        consumed = restored.data["batches"]
+        best = restored.data.get("best", {})
+
+    train_step = make_train_step(model, tx, cfg)
+    eval_step = make_eval_step(model, cfg)
+    data = batches.batch_iterator(
+        cfg.mixture,
+        cfg.train_split,
+        cfg.feature_lengths,
+        cfg.batch_size,
+        seed=cfg.seed,
+        start_batch=consumed,
+    )
+    log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
+    base_rng = jax.random.key(cfg.seed)
+
+    def evaluate(step: int) -> dict[str, float]:
+        params = methods.merge(trainable, frozen)
+        totals, n = {"loss": 0.0, "accuracy": 0.0}, 0
+        for batch in batches.batch_iterator(
+            cfg.mixture,
+            cfg.eval_split,
+            cfg.feature_lengths,
+            cfg.batch_size,
+            shuffle=False,
+            repeat=False,
+        ):
+            loss, aux = eval_step(params, sharding.global_batch(batch, mesh))
+            totals["loss"] += float(loss)
+            totals["accuracy"] += float(aux["accuracy"])
+            n += 1
+            if n >= cfg.eval_batches:
+                break
+        scores = {f"eval/{k}": v / max(n, 1) for k, v in totals.items()}
+        if eval_fn is not None:
+            scores.update(eval_fn(params, step))
+        return scores
+
+    def save(step: int, scores: dict | None) -> None:
+        nonlocal best
+        if scores is not None and cfg.best_metric in scores:
+            value = scores[cfg.best_metric]
+            better = not best or (
+                value < best["value"] if cfg.best_mode == "min" else value > best["value"]
+            )
+            if better:
+                best = {"step": step, "value": value}
+                _export(run_dir, methods.merge(trainable, frozen), "best", method.has_prompt)
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave({"trainable": trainable, "opt_state": opt_state}),
+                data=ocp.args.JsonSave({"batches": step, "best": best}),
+            ),
+            force=True,
+        )
+
+    last = {}
+    tokens_since = 0.0
+    try:
+        for step in range(start, cfg.steps):
+            batch = sharding.global_batch(next(data), mesh)
+            rng = jax.random.fold_in(base_rng, step)
+            new_trainable, new_opt_state, metrics = train_step(
+                trainable, frozen, opt_state, batch, rng
+            )
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step + 1}; stopped. The last good checkpoint "
+                    f"(step {manager.latest_step()}) in {run_dir}/checkpoints is unchanged"
+                )
+            trainable, opt_state = new_trainable, new_opt_state
+            done = step + 1
+            tokens_since += float(metrics["num_tokens"])
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                last = {f"train/{k}": float(v) for k, v in metrics.items()}
+                log.scalars(done, last)
+                log.progress(done, loss, tokens_since)
+                tokens_since = 0.0
+            scores = None
+            if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+                scores = evaluate(done)
+                log.scalars(done, scores)
+                last.update(scores)
+            if done % cfg.save_every == 0 or done == cfg.steps or scores is not None:
+                save(done, scores)
+    finally:
+        log.close()
+        manager.wait_until_finished()
+        manager.close()
+
+    final_params, prompt_path = _export(
+        run_dir, methods.merge(trainable, frozen), "final", method.has_prompt
+    )
+    if not best:  # resumed after the last step: nothing new to compare
+        best = {"step": cfg.steps}
+    best_params = run_dir / "best_params"
+    best_prompt = run_dir / "best_prompt.npy" if method.has_prompt else None
+    if not best_params.exists():
+        best_params, best_prompt = _export(
+            run_dir, methods.merge(trainable, frozen), "best", method.has_prompt
+        )
+    return StageResult(
+        run_dir, cfg.steps, final_params, best_params, prompt_path, best_prompt, last
+    )
