@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gin
-
 from promot_jax.gin_paths import gin_dir
 
 

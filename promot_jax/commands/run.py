@@ -18,7 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import gin
-
     from promot_jax import experiment, gin_config, sharding
 
     sharding.maybe_initialize_distributed()

@@ -15,8 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import gin
-
-    from promot_jax import experiment, gin_config
+    from promot_jax import gin_config
 
     if args.stage is None:
         gin_config.parse(
