@@ -27,9 +27,13 @@ def tree_metadata(pytree_dir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{pytree_dir}: no Orbax PyTree (_METADATA is missing)")
     try:
         meta = ocp.PyTreeCheckpointer().metadata(pytree_dir)
+        tree = getattr(meta, "item_metadata", meta)
+        if tree is None:
+            # T5X writes `_CHECKPOINT_METADATA` one level up (checkpoint_<step>/), where the
+            # Checkpointer does not look; the handler reads the tree from `_METADATA` alone.
+            tree = ocp.PyTreeCheckpointHandler().metadata(pytree_dir.absolute())
     except Exception as e:
         raise ValueError(f"{pytree_dir}: unreadable Orbax metadata: {e}") from e
-    tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
     return dict(tree)
 
@@ -54,7 +58,7 @@ def restore_numpy(pytree_dir: str | os.PathLike, keep: Callable[[str], bool] | N
     With `keep`, only leaves whose `a/b/c` path it accepts are read (Orbax partial
     restore), so T5X's optimizer state is never loaded to get at the params.
     """
-    pytree_dir = Path(pytree_dir)
+    pytree_dir = Path(pytree_dir).absolute()  # Orbax refuses relative paths
     meta = tree_metadata(pytree_dir)
     if keep is not None:
         meta = _prune(meta, keep)
