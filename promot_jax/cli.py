@@ -16,6 +16,7 @@ COMMANDS = {
     "params": "params",
     "convert": "convert",
     "tasks": "tasks",
+    "export-prompt": "export_prompt",
     "train": "train",
     "run": "run",
 }

@@ -1,0 +1,41 @@
+"""`promot-jax export-prompt`: the soft prompt of a checkpoint, as a `[P, d]` float32 `.npy`.
+
+T5X's default Orbax checkpoints carry no prompt side file (prompt-tuning's
+`numpy_checkpoints/` is only written by the legacy checkpointer), so ProMoT's
+stage-1 prompt is handed to stage 2 through this export.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax.numpy as jnp
+import numpy as np
+
+from promot_jax import checkpoints
+from promot_jax.checkpoints import formats
+from promot_jax.prompt import save_prompt_file
+
+HELP = "write the soft prompt of a T5X (Orbax or legacy) or promot-jax checkpoint to a .npy"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint",
+        help="a checkpoint_<step>/ directory, or a model directory (its latest step is used)",
+    )
+    parser.add_argument("out", help="the .npy file to write ([P, d] float32)")
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt, where = formats.detect(args.checkpoint)
+    prompt = np.asarray(checkpoints.load_prompt(args.checkpoint))
+    # jnp.issubdtype: bfloat16 counts as floating (np.issubdtype says it does not).
+    if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.floating):
+        raise ValueError(
+            f"{args.checkpoint} ({fmt}): {checkpoints.PROMPT_PATH} is a {prompt.dtype} array of "
+            f"shape {prompt.shape}; expected a 2-D float array [prompt_length, emb_dim]"
+        )
+    out = save_prompt_file(prompt, args.out)
+    print(f"{out}: prompt {prompt.shape[0]} x {prompt.shape[1]} (float32) from {where} ({fmt})")
+    return 0
