@@ -224,7 +224,8 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, tokens, segment_ids=None, *, deterministic: bool):
         cfg = self.config
-        x = self.shared_embedding(tokens)
+        # T5X initialises with float32 dummy tokens (t5x.eval/infer pass no input types).
+        x = self.shared_embedding(tokens.astype(jnp.int32))
         if cfg.prompt_length:
             # Before dropout, so the prompt is dropped out like any other input.
             x = SoftPrompt(
@@ -266,7 +267,7 @@ class Decoder(nn.Module):
         max_decode_length: int | None,
     ):
         cfg = self.config
-        y = self.shared_embedding(decoder_input_tokens)
+        y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
         y = _dropout(cfg)(y, deterministic=deterministic).astype(cfg.dtype)
         # While decoding step by step the bias must span the whole decode length;
         # attention picks the current row.
