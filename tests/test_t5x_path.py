@@ -112,6 +112,14 @@ def test_export_prompt_of_a_missing_checkpoint_fails_cleanly(tmp_path, capsys):
     assert not (tmp_path / "p.npy").exists()
 
 
+def test_network_initialises_from_float_dummy_tokens_as_t5x_eval_passes_them():
+    # t5x.eval/infer build the InferenceState with no input types: float32 ones.
+    ones = np.ones((1, 4), np.float32)
+    variables = network.Transformer(CONFIG).init(jax.random.key(0), ones, ones, ones,
+                                                 enable_dropout=False)
+    assert variables["params"]["encoder"]["prompt"]["prompt"].shape == (3, CONFIG.emb_dim)
+
+
 # --------------------------------------------------------------------------- the gin files
 
 
@@ -312,10 +320,9 @@ def test_eval_and_infer_produce_metrics_and_predictions(tiny_sequence):
                for line in (tiny_sequence / "eval" / "inference_eval"
                             / "toy_rte-metrics.jsonl").read_text().splitlines()]
     assert metrics and "accuracy" in metrics[-1]
-    predictions = list((tiny_sequence / "infer").glob("toy_rte-*.jsonl*"))
-    assert predictions
-    rows = [json.loads(line) for line in predictions[0].read_text().splitlines()]
-    assert rows and "prediction" in rows[0]
+    predictions = (tiny_sequence / "infer" / "toy_rte-predict.jsonl-00000-of-00001")
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert rows and "prediction" in rows[0] and "inputs_pretokenized" in rows[0]["inputs"]
 
 
 @pytest.mark.t5x
