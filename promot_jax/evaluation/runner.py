@@ -1,0 +1,324 @@
+"""Decode, post-process and score a suite, one task at a time, resumable.
+
+Each task's examples come from its SeqIO eval split in file order (the first
+`max_examples`). Inputs are padded to a power of two and batches to a fixed
+size, so a few compiled searches serve the whole suite. The soft
+prompt is attached or removed per task by the prompt rule.
+
+Output directory:
+  eval_config.json           what was evaluated and how; a rerun must match it
+  tasks/<task>.json          one task's scores, leak rate, prompt use (written
+                             atomically when the task finishes: the resume unit)
+  predictions/<task>.jsonl   input, target, raw output, post-processed prediction
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from promot_jax import decoding, network
+from promot_jax.evaluation import prompt_rule, scoring
+from promot_jax.evaluation.model_source import LoadedModel
+from promot_jax.evaluation.suite import Suite, SuiteEntry
+
+MIN_INPUT_LENGTH = 32  # inputs are padded to a power of two >= this: few compilations
+DECODE_MARGIN = 4  # room for the sentinels around a span answer
+MIN_DECODE_LENGTH = 8
+METHODS = ("beam", "greedy")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+    """How outputs are produced; recorded in the output and compared on resume."""
+
+    method: str = "beam"
+    beam_size: int = 4  # [ProMoT B.4]
+    alpha: float = 0.6  # T5X's default length penalty
+    batch_size: int = 16
+    max_examples: int | None = None  # None: the whole eval split
+    max_decode_length: int | None = None  # None: longest target + margin, per task (pow2)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown decoding method {self.method!r}; valid: {METHODS}")
+        if self.beam_size < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"beam_size and batch_size must be >= 1, got {self.beam_size}, {self.batch_size}"
+            )
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 or None, got {self.max_examples}")
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, -(-n // m) * m)
+
+
+def bucket(n: int, minimum: int) -> int:
+    """The smallest power of two >= max(n, minimum): tasks share compiled shapes."""
+    return 1 << (max(n, minimum) - 1).bit_length()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to `path` via a temporary file, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_examples(task: str, split: str, max_examples: int | None) -> list[dict[str, Any]]:
+    """The first `max_examples` tokenised examples of a task's eval split, as numpy dicts."""
+    import seqio
+
+    import promot_tasks  # noqa: F401
+
+    ds = seqio.get_mixture_or_task(task).get_dataset(
+        sequence_length=None, split=split, shuffle=False, num_epochs=1, use_cached=False
+    )
+    if max_examples is not None:
+        ds = ds.take(max_examples)
+    examples = list(ds.as_numpy_iterator())
+    if not examples:
+        raise ValueError(f"task {task!r} has no examples in split {split!r}")
+    return examples
+
+
+def vocabulary_of(task: str):
+    import seqio
+
+    return seqio.get_mixture_or_task(task).output_features["targets"].vocabulary
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class Decoder:
+    """Jitted batched search for one model config; compiled once per (input, output) shape."""
+
+    def __init__(self, config: network.T5Config, settings: DecodeSettings):
+        self.model = network.Transformer(config)
+        self.settings = settings
+        self._fns: dict[int, Callable] = {}
+
+    def _fn(self, max_length: int) -> Callable:
+        if max_length not in self._fns:
+            s = self.settings
+
+            def search(params, tokens):
+                return decoding.generate(
+                    self.model,
+                    params,
+                    tokens,
+                    max_length,
+                    method=s.method,
+                    beam_size=s.beam_size,
+                    alpha=s.alpha,
+                )
+
+            self._fns[max_length] = jax.jit(search)
+        return self._fns[max_length]
+
+    def __call__(self, params: Any, inputs: Sequence[np.ndarray], max_length: int) -> np.ndarray:
+        """`[N, max_length]` output ids for N variable-length input id arrays."""
+        batch = self.settings.batch_size
+        width = bucket(max(len(x) for x in inputs), MIN_INPUT_LENGTH)
+        tokens = np.zeros((_round_up(len(inputs), batch), width), np.int32)
+        for i, x in enumerate(inputs):
+            tokens[i, : len(x)] = x
+        tokens[len(inputs) :] = tokens[0]  # padding rows: copies, never all-padding inputs
+        fn = self._fn(max_length)
+        out = [
+            np.asarray(fn(params, jnp.asarray(tokens[i : i + batch])))
+            for i in range(0, len(tokens), batch)
+        ]
+        return np.concatenate(out)[: len(inputs)]
+
+
+def decode_length(examples: Sequence[dict], settings: DecodeSettings) -> int:
+    """Output budget: the fixed setting, else the longest target plus sentinel margin,
+    rounded up to a power of two."""
+    if settings.max_decode_length is not None:
+        return settings.max_decode_length
+    longest = max(len(ex["targets"]) for ex in examples)
+    return bucket(longest + DECODE_MARGIN, MIN_DECODE_LENGTH)
+
+
+# --------------------------------------------------------------------------- one task
+
+
+def evaluate_task(
+    entry: SuiteEntry,
+    target: SuiteEntry,
+    decoder: Decoder,
+    params: Any,
+    settings: DecodeSettings,
+    *,
+    prompt_used: bool,
+    examples: list[dict] | None = None,
+) -> tuple[dict, list[dict]]:
+    """(result, per-example predictions) of one task: decode, post-process, score, leak rate."""
+    info = entry.info
+    if examples is None:
+        examples = load_examples(entry.task, info.eval_split, settings.max_examples)
+    vocab = vocabulary_of(entry.task)
+    max_length = decode_length(examples, settings)
+    start = time.perf_counter()
+    ids = decoder(params, [ex["inputs"] for ex in examples], max_length)
+    seconds = time.perf_counter() - start
+    outputs = [vocab.decode([int(t) for t in row]) for row in ids]
+    targets = [scoring.reference(ex, info) for ex in examples]
+    predictions = [scoring.prediction(o, info) for o in outputs]
+    scores = scoring.score(info, targets, predictions)
+    leak = None if entry.is_target else scoring.leak_rate(outputs, target.info.labels)
+    result = {
+        "task": entry.task,
+        "key": entry.key,
+        "display": entry.display,
+        "shots": entry.shots,
+        "family": info.family,
+        "metric": info.metric,
+        "is_target": entry.is_target,
+        "prompt_used": prompt_used,
+        "split": info.eval_split,
+        "examples": len(examples),
+        "max_decode_length": max_length,
+        "scores": scores,
+        "score": scoring.primary(scores, info),
+        "leak_rate": leak,
+        "seconds": seconds,
+        "examples_per_second": len(examples) / max(seconds, 1e-9),
+    }
+    rows = [
+        {
+            "index": i,
+            "input": ex.get("inputs_pretokenized", b"").decode("utf-8"),
+            "target": t,
+            "output": o,
+            "prediction": p,
+        }
+        for i, (ex, t, o, p) in enumerate(zip(examples, targets, outputs, predictions, strict=True))
+    ]
+    return result, rows
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+def eval_config(
+    model: LoadedModel, suite: Suite, settings: DecodeSettings, rule: str, label: str
+) -> dict:
+    """What this evaluation is; stored as eval_config.json and compared on resume."""
+    return {
+        "label": label,
+        "checkpoint": model.source,
+        "prompt": model.prompt_source,
+        "prompt_length": model.config.prompt_length,
+        "prompt_rule": rule,
+        "target": suite.target.task,
+        "tasks": suite.tasks,
+        "decode": dataclasses.asdict(settings),
+    }
+
+
+def _check_resume(out_dir: Path, config: dict) -> None:
+    path = out_dir / "eval_config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        same = {k: v for k, v in old.items() if k != "tasks"}
+        new = {k: v for k, v in config.items() if k != "tasks"}
+        if same != new:
+            diffs = [
+                f"{k}: {same.get(k)!r} -> {new.get(k)!r}" for k in new if same.get(k) != new[k]
+            ]
+            raise ValueError(
+                f"{out_dir} holds results of a different evaluation ({'; '.join(diffs)}); "
+                "choose another --out directory or rerun with the same settings to continue"
+            )
+    write_atomic(path, json.dumps(config, indent=2))
+
+
+def task_result_path(out_dir: Path, task: str) -> Path:
+    return out_dir / "tasks" / f"{task}.json"
+
+
+def run_suite(
+    model: LoadedModel,
+    suite: Suite,
+    out_dir: str | Path,
+    *,
+    settings: DecodeSettings = DecodeSettings(),
+    rule: str = "rule",
+    label: str = "",
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Evaluates every suite task not already done in `out_dir`; returns all task results.
+
+    Fails before decoding when the rule needs a prompt the model lacks.
+    """
+    prompt_rule.check_rule(rule)
+    infos = [e.info for e in suite.entries]
+    prompt_rule.require_prompt(infos, suite.target.info, rule, model.has_prompt, model.source)
+    out_dir = Path(out_dir)
+    _check_resume(out_dir, eval_config(model, suite, settings, rule, label))
+
+    decoders: dict[bool, tuple[Decoder, Any]] = {}
+
+    def decoder_for(with_prompt: bool) -> tuple[Decoder, Any]:
+        if with_prompt not in decoders:
+            if with_prompt:
+                config, params = model.config, model.params
+            else:
+                config, params = model.without_prompt()
+            decoders[with_prompt] = (Decoder(config, settings), params)
+        return decoders[with_prompt]
+
+    results = []
+    for n, entry in enumerate(suite.entries, 1):
+        path = task_result_path(out_dir, entry.task)
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+            log(f"[{n}/{len(suite.entries)}] {entry.task}: done earlier, kept")
+            continue
+        with_prompt = model.has_prompt and prompt_rule.uses_prompt(
+            entry.info, suite.target.info, rule
+        )
+        decoder, params = decoder_for(with_prompt)
+        result, rows = evaluate_task(
+            entry, suite.target, decoder, params, settings, prompt_used=with_prompt
+        )
+        write_atomic(
+            out_dir / "predictions" / f"{entry.task}.jsonl",
+            "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows),
+        )
+        write_atomic(path, json.dumps(result, indent=2))
+        results.append(result)
+        leak = "" if result["leak_rate"] is None else f", leak {result['leak_rate']:.1f}%"
+        log(
+            f"[{n}/{len(suite.entries)}] {entry.task}: {result['metric']} "
+            f"{result['score']:.2f}{leak} (prompt {'on' if with_prompt else 'off'}, "
+            f"{result['examples']} examples, {result['seconds']:.1f}s)"
+        )
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
