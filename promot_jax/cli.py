@@ -19,6 +19,7 @@ COMMANDS = {
     "export-prompt": "export_prompt",
     "train": "train",
     "run": "run",
+    "eval": "eval",
 }
 
 
