@@ -270,6 +270,8 @@ def tiny_sequence(tmp_path_factory):
     _run_ok("infer", "t5x/test/infer_tiny.gin", root, "infer.log", CHECKPOINT_PATH=trunk,
             PROMPT_FILE=str(root / "prompt.npy"), INFER_OUTPUT_DIR=str(root / "infer"),
             **{"infer.fallback_init_rng": 0})
+    _run_ok("eval", "t5x/test/eval_no_prompt_tiny.gin", root, "eval_no_prompt.log",
+            CHECKPOINT_PATH=trunk, EVAL_OUTPUT_DIR=str(root / "eval_no_prompt"))
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -315,11 +317,13 @@ def test_stage2_changes_everything_but_the_prompt_and_starts_from_stage1s_prompt
 
 @pytest.mark.t5x
 @pytest.mark.slow
-def test_eval_and_infer_produce_metrics_and_predictions(tiny_sequence):
+def test_eval_with_and_without_prompt_and_infer_produce_metrics_and_predictions(tiny_sequence):
     metrics = [json.loads(line)
                for line in (tiny_sequence / "eval" / "inference_eval"
                             / "toy_rte-metrics.jsonl").read_text().splitlines()]
     assert metrics and "accuracy" in metrics[-1]
+    no_prompt = (tiny_sequence / "eval_no_prompt" / "inference_eval" / "toy_rte-metrics.jsonl")
+    assert "accuracy" in json.loads(no_prompt.read_text().splitlines()[-1])
     predictions = (tiny_sequence / "infer" / "toy_rte-predict.jsonl-00000-of-00001")
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert rows and "prediction" in rows[0] and "inputs_pretokenized" in rows[0]["inputs"]
