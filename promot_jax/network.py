@@ -16,6 +16,7 @@ with a prompt, as in google-research/prompt-tuning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -410,9 +411,14 @@ def _dummy_batch(batch: int = 1, length: int = 1):
     return tokens, tokens, tokens
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(config: T5Config, rng: jax.Array) -> dict:
+    return Transformer(config).init({"params": rng}, *_dummy_batch(), enable_dropout=False)
+
+
 def init_variables(config: T5Config, rng: jax.Array) -> dict:
     """Random `{"params", "params_axes"}` for `config` (prompt included when P > 0)."""
-    return Transformer(config).init({"params": rng}, *_dummy_batch(), enable_dropout=False)
+    return _init_variables(config, rng)
 
 
 def init_params(config: T5Config, rng: jax.Array) -> dict:

@@ -15,7 +15,8 @@ PROGRAM = Path(__file__).parent / "programs" / "sharded_steps.py"
 
 
 def _run(args, devices, timeout=240):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}")
     return subprocess.Popen(
         [sys.executable, str(PROGRAM), *map(str, args)],
         env=env,
