@@ -87,3 +87,18 @@ def test_alignment_is_one_when_shuffling_cannot_change_the_labels():
 def test_monitor_rejects_unknown_probe_tasks_before_training():
     with pytest.raises(ValueError, match="closest registered"):
         monitor.training_monitor(tiny(), "toy_rte", ["toy_wmt16_en_de_1sht"])
+
+
+def test_gin_file_binds_the_monitor_as_the_experiments_eval_fn():
+    import gin
+    from promot_jax import gin_config
+
+    gin_config.parse(
+        ["test/tiny_promot_toy.gin", "local/format_probes.gin"], ["RUN_DIR = '/unused'"]
+    )
+    try:
+        bound = gin.query_parameter("experiment.run_experiment.eval_fn")
+        assert "training_monitor" in str(bound)
+        assert gin.query_parameter("monitor.training_monitor.target") is not None
+    finally:
+        gin.clear_config()
