@@ -33,6 +33,24 @@ def _get_mixture_or_task(name: str):
         raise unknown_name_error(name, names) from None
 
 
+def _prepend_task_id(ds, name: str):
+    import tensorflow as tf
+
+    from promot_tasks.mixtures import TASK_ID
+
+    if TASK_ID not in ds.element_spec:
+        raise ValueError(
+            f"{name!r} has no {TASK_ID!r} feature, which per-task prompts need; use a mixture "
+            "made by promot_tasks.mixtures.multitask_mixture (e.g. toy_multitask_rte_en_fr)"
+        )
+
+    def prepend(ex):
+        ids = tf.cast(tf.reshape(ex[TASK_ID], [1]), ex["inputs"].dtype)
+        return {"inputs": tf.concat([ids, ex["inputs"]], 0), "targets": ex["targets"]}
+
+    return ds.map(prepend)
+
+
 def batch_iterator(
     mixture_or_task: str,
     split: str,
@@ -43,8 +61,14 @@ def batch_iterator(
     seed: int = 0,
     start_batch: int = 0,
     repeat: bool = True,
+    task_id_token: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """This process's rows of each global batch, as numpy arrays keyed by FEATURES."""
+    """This process's rows of each global batch, as numpy arrays keyed by FEATURES.
+
+    With `task_id_token` (multi-task ProMoT) each example's `task_id` feature is
+    prepended to its encoder input, which the network reads as the prompt index;
+    the input length grows by one so no token is lost.
+    """
     import seqio
     import tensorflow as tf
 
@@ -53,9 +77,13 @@ def batch_iterator(
     if batch_size % processes:
         raise ValueError(f"batch size {batch_size} is not divisible by {processes} processes")
     local = batch_size // processes
+    lengths = dict(feature_lengths)
+    converter = seqio.EncDecFeatureConverter(pack=False)
+    if task_id_token:
+        converter = seqio.PassThroughFeatureConverter()
     ds = seqio.get_dataset(
         mixture_or_task_name=mixture_or_task,
-        task_feature_lengths=dict(feature_lengths),
+        task_feature_lengths=lengths,
         dataset_split=split,
         shuffle=shuffle,
         num_epochs=None if repeat else 1,
@@ -63,9 +91,13 @@ def batch_iterator(
         shard_info=seqio.ShardInfo(index=jax.process_index(), num_shards=processes)
         if processes > 1
         else None,
-        feature_converter=seqio.EncDecFeatureConverter(pack=False),
+        feature_converter=converter,
         use_cached=False,
     )
+    if task_id_token:
+        ds = _prepend_task_id(ds, mixture_or_task)
+        lengths["inputs"] += 1
+        ds = seqio.EncDecFeatureConverter(pack=False)(ds, lengths)
     ds = ds.batch(local, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)

@@ -11,6 +11,7 @@ traversals, optax masks) is derived from `is_trainable(method, path)`.
 | finetune                      | no     | -             | yes          |
 | joint                         | yes    | yes           | yes          |
 | finetune_fixed_random_prompt  | yes    | no (random)   | yes          |
+| multitask_promot_stage1 / _stage2: as stage 1 / 2, one prompt per task id  |
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Method:
     trains_trunk: bool
     prompt_source: str  # "init": the config's initialiser; "previous_stage": a stage-1 export
     description: str
+    per_task_prompts: bool = False  # multi-task ProMoT: T5Config.num_prompts > 1
 
 
 METHODS: dict[str, Method] = {
@@ -49,6 +51,24 @@ METHODS: dict[str, Method] = {
             True,
             "previous_stage",
             "ProMoT stage 2: trunk, with stage 1's prompt attached and frozen",
+        ),
+        Method(
+            "multitask_promot_stage1",
+            True,
+            True,
+            False,
+            "init",
+            "multi-task ProMoT stage 1: one prompt per task id, trunk frozen",
+            per_task_prompts=True,
+        ),
+        Method(
+            "multitask_promot_stage2",
+            True,
+            False,
+            True,
+            "previous_stage",
+            "multi-task ProMoT stage 2: mixed batches, each task's prompt attached and frozen",
+            per_task_prompts=True,
         ),
         Method("prompt_tuning", True, True, False, "init", "prompt tuning baseline"),
         Method("finetune", False, False, True, "init", "standard fine-tuning, no prompt"),

@@ -64,6 +64,9 @@ class T5Config:
     layer_norm_epsilon: float = 1e-6
     prompt_length: int = 0
     prompt_init: PromptInit | None = None  # None: uniform(0.5), prompt-tuning's default
+    # Multi-task ProMoT: one prompt per task. The first encoder input token of every
+    # example is then its task id (0..num_prompts-1), consumed by the encoder.
+    num_prompts: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", _as_dtype(self.dtype, "dtype"))
@@ -84,6 +87,12 @@ class T5Config:
         if not isinstance(self.prompt_length, int) or self.prompt_length < 0:
             raise ValueError(
                 f"T5Config.prompt_length must be an integer >= 0, got {self.prompt_length!r}"
+            )
+        if not isinstance(self.num_prompts, int) or self.num_prompts < 1:
+            raise ValueError(f"T5Config.num_prompts must be >= 1, got {self.num_prompts!r}")
+        if self.num_prompts > 1 and self.prompt_length == 0:
+            raise ValueError(
+                f"T5Config.num_prompts={self.num_prompts} needs a prompt: set prompt_length > 0"
             )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
@@ -226,7 +235,8 @@ class Encoder(nn.Module):
     def __call__(self, tokens, segment_ids=None, *, deterministic: bool):
         cfg = self.config
         # T5X initialises with float32 dummy tokens (t5x.eval/infer pass no input types).
-        x = self.shared_embedding(tokens.astype(jnp.int32))
+        task_ids, tokens = split_task_ids(cfg, tokens.astype(jnp.int32))
+        x = self.shared_embedding(tokens)
         if cfg.prompt_length:
             # Before dropout, so the prompt is dropped out like any other input.
             x = SoftPrompt(
@@ -234,8 +244,9 @@ class Encoder(nn.Module):
                 cfg.prompt_init or uniform(0.5),
                 cfg.dtype,
                 cfg.param_dtype,
+                cfg.num_prompts,
                 name="prompt",
-            )(x)
+            )(x, task_ids)
         x = _dropout(cfg)(x, deterministic=deterministic).astype(cfg.dtype)
         valid = add_prompt_positions(tokens, cfg.prompt_length) > 0
         mask = layers.make_attention_mask(valid, valid)
@@ -294,6 +305,13 @@ class Decoder(nn.Module):
         )(y)
 
 
+def split_task_ids(config: T5Config, tokens: jax.Array) -> tuple[jax.Array | None, jax.Array]:
+    """With per-task prompts, (the first token as task id, the remaining tokens)."""
+    if config.num_prompts == 1:
+        return None, tokens
+    return tokens[:, 0].astype(jnp.int32), tokens[:, 1:]
+
+
 def _segment_mask(q_segments, k_segments):
     return (q_segments[:, None, :, None] == k_segments[:, None, None, :]).astype(jnp.float32)
 
@@ -344,6 +362,7 @@ class Transformer(nn.Module):
         """Decoder logits `[B, T, V]` (float32); with `decode=True`, one step over the cache."""
         del decoder_positions  # relative attention needs no absolute positions
         self._check_no_packing(encoder_segment_ids, decoder_segment_ids)
+        _, encoder_input_tokens = split_task_ids(self.config, encoder_input_tokens)
         encoder_valid = add_prompt_positions(encoder_input_tokens, self.config.prompt_length) > 0
         if decode:
             self_mask = None  # causality comes from the cache index

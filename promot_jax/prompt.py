@@ -23,25 +23,57 @@ from promot_jax.layers import param_with_axes
 
 PromptInit = Callable[[jax.Array, tuple[int, ...]], jax.Array]
 PROMPT_AXES = ("prompt", "prompt_embed")
+MULTITASK_PROMPT_AXES = ("prompt_tasks", "prompt", "prompt_embed")
 
 
 class SoftPrompt(nn.Module):
-    """Holds the prompt parameter and prepends it to a batch of embeddings."""
+    """Holds the prompt parameter and prepends it to a batch of embeddings.
+
+    With `num_tasks > 1` (multi-task ProMoT) the parameter is `[T, P, d]`, one
+    prompt per task, and each example gets the prompt of its task id.
+    """
 
     length: int
     init: PromptInit
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    num_tasks: int = 1
 
     @nn.compact
-    def __call__(self, embedded: jax.Array) -> jax.Array:
+    def __call__(self, embedded: jax.Array, task_ids: jax.Array | None = None) -> jax.Array:
         """`[B, L, d]` -> `[B, P + L, d]`."""
         batch, _, d = embedded.shape
-        prompt = param_with_axes(
-            "prompt", self.init, (self.length, d), self.param_dtype, axes=PROMPT_AXES
-        )
-        prompt = jnp.broadcast_to(jnp.asarray(prompt, self.dtype), (batch, self.length, d))
+        if self.num_tasks == 1:
+            prompt = param_with_axes(
+                "prompt", self.init, (self.length, d), self.param_dtype, axes=PROMPT_AXES
+            )
+            prompt = jnp.broadcast_to(jnp.asarray(prompt, self.dtype), (batch, self.length, d))
+        else:
+            if task_ids is None:
+                raise ValueError(f"a {self.num_tasks}-task prompt needs task ids")
+            prompts = param_with_axes(
+                "prompt",
+                per_task(self.init, self.num_tasks),
+                (self.num_tasks, self.length, d),
+                self.param_dtype,
+                axes=MULTITASK_PROMPT_AXES,
+            )
+            prompt = jnp.take(jnp.asarray(prompts, self.dtype), task_ids, axis=0)
         return jnp.concatenate([prompt, embedded.astype(self.dtype)], axis=1)
+
+
+def per_task(init: PromptInit, num_tasks: int) -> PromptInit:
+    """`[T, P, d]` from a `[P, d]` initialiser, each task with its own rng (a `[T, P, d]`
+    array from `from_array` / `from_file` is taken as is)."""
+
+    def fn(rng, shape, dtype=jnp.float32):
+        try:
+            return init(rng, shape, dtype)  # initialisers that understand [T, P, d]
+        except ValueError:
+            keys = jax.random.split(rng, num_tasks)
+            return jnp.stack([init(k, tuple(shape[1:]), dtype) for k in keys])
+
+    return fn
 
 
 def add_prompt_positions(tokens: jax.Array, length: int) -> jax.Array:
@@ -132,7 +164,8 @@ def from_array(array: np.ndarray) -> PromptInit:
 
     def init(rng, shape, dtype=jnp.float32):
         del rng
-        _check_shape(shape, "from_array")
+        if len(shape) != 3:
+            _check_shape(shape, "from_array")
         if tuple(array.shape) != tuple(shape):
             raise ValueError(
                 f"prompt array has shape {tuple(array.shape)} but the model expects {tuple(shape)} "
@@ -152,10 +185,10 @@ def load_prompt_file(path: str | Path) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise ValueError(f"prompt file {path} is not a readable .npy array: {e}") from e
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+    if array.ndim not in (2, 3) or not np.issubdtype(array.dtype, np.floating):
         raise ValueError(
             f"prompt file {path} holds a {array.dtype} array of shape {array.shape}; "
-            "expected a 2-D float array [prompt_length, emb_dim]"
+            "expected a float array [prompt_length, emb_dim] (or [tasks, prompt_length, emb_dim])"
         )
     return array
 
@@ -168,8 +201,10 @@ def from_file(path: str | Path) -> PromptInit:
 def save_prompt_file(prompt: np.ndarray, path: str | Path) -> Path:
     """Writes a `[P, d]` prompt as float32 `.npy`, atomically (never a half-written file)."""
     prompt = np.asarray(prompt, np.float32)
-    if prompt.ndim != 2:
-        raise ValueError(f"a prompt is [length, embed_dim], got shape {prompt.shape}")
+    if prompt.ndim not in (2, 3):
+        raise ValueError(
+            f"a prompt is [length, embed_dim] (or [tasks, length, embed_dim]), got {prompt.shape}"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -33,6 +33,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("stack", None),
     ("prompt", None),
     ("prompt_embed", None),
+    ("prompt_tasks", None),
 )
 
 

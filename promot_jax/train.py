@@ -89,6 +89,15 @@ class StageConfig:
                 f"method {self.method!r} has no soft prompt, but the model has "
                 f"prompt_length={self.model.prompt_length}; set it to 0"
             )
+        if method.per_task_prompts != (self.model.num_prompts > 1):
+            fix = (
+                "set T5Config.num_prompts to the number of tasks"
+                if method.per_task_prompts
+                else "use multitask_promot_stage1/2 for per-task prompts"
+            )
+            raise ValueError(
+                f"method {self.method!r} and num_prompts={self.model.num_prompts} disagree: {fix}"
+            )
         if self.prompt_file and not method.has_prompt:
             raise ValueError(
                 f"method {self.method!r} has no soft prompt; prompt_file must not be set"
@@ -204,10 +213,13 @@ def initial_params(cfg: StageConfig) -> dict:
     """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`."""
     model_cfg = cfg.model
     prompt = prompt_lib.load_prompt_file(cfg.prompt_file) if cfg.prompt_file else None
-    if prompt is not None and prompt.shape != (model_cfg.prompt_length, model_cfg.emb_dim):
+    want = (model_cfg.prompt_length, model_cfg.emb_dim)
+    if model_cfg.num_prompts > 1:
+        want = (model_cfg.num_prompts, *want)
+    if prompt is not None and prompt.shape != want:
         raise ValueError(
             f"prompt_file {cfg.prompt_file} has shape {prompt.shape}, but the model's prompt is "
-            f"{(model_cfg.prompt_length, model_cfg.emb_dim)} (prompt_length, emb_dim)"
+            f"{want} ({'num_prompts, ' if len(want) == 3 else ''}prompt_length, emb_dim)"
         )
     if cfg.init_checkpoint is None:
         params = network.init_params(model_cfg, jax.random.key(cfg.seed))
@@ -319,6 +331,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
 
     train_step = make_train_step(model, tx, cfg)
     eval_step = make_eval_step(model, cfg)
+    task_ids = cfg.model.num_prompts > 1
     data = batches.batch_iterator(
         cfg.mixture,
         cfg.train_split,
@@ -326,6 +339,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         cfg.batch_size,
         seed=cfg.seed,
         start_batch=consumed,
+        task_id_token=task_ids,
     )
     log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
     base_rng = jax.random.key(cfg.seed)
@@ -340,6 +354,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
             cfg.batch_size,
             shuffle=False,
             repeat=False,
+            task_id_token=task_ids,
         ):
             loss, aux = eval_step(params, sharding.global_batch(batch, mesh))
             totals["loss"] += float(loss)

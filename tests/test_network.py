@@ -266,3 +266,28 @@ def test_prompt_from_file_through_the_network(tmp_path):
     wrong = tiny(prompt_length=4, prompt_init=prompt.from_file(path))
     with pytest.raises(ValueError, match=r"\(3, 64\) but the model expects \(4, 64\)"):
         network.init_params(wrong, jax.random.key(0))
+
+
+def test_per_task_prompts_pick_each_example_s_task():
+    cfg = tiny(prompt_length=3, num_prompts=2)
+    model = network.Transformer(cfg)
+    params = network.init_params(cfg, jax.random.key(9))
+    assert params["encoder"]["prompt"]["prompt"].shape == (2, 3, 64)
+    assert network.logical_axes(cfg)["encoder"]["prompt"]["prompt"] == (
+        "prompt_tasks",
+        "prompt",
+        "prompt_embed",
+    )
+    rng = np.random.default_rng(9)
+    enc, tgt = random_tokens(rng, 2, 7), random_tokens(rng, 2, 4)
+    enc[:, 1:] = enc[0, 1:]  # same text, task ids differ only
+    enc[0, 0], enc[1, 0] = 0, 1
+    tgt[1] = tgt[0]
+    logits = forward(model, params, enc, tgt)
+    assert np.max(np.abs(logits[0] - logits[1])) > 1e-3
+    # Task 0's example equals a single-prompt model holding task 0's prompt.
+    single = tiny(prompt_length=3)
+    single_params = jax.tree_util.tree_map(lambda x: x, params)
+    single_params["encoder"]["prompt"]["prompt"] = params["encoder"]["prompt"]["prompt"][0]
+    ref = forward(network.Transformer(single), single_params, enc[:1, 1:], tgt[:1])
+    np.testing.assert_allclose(logits[:1], ref, atol=1e-5)

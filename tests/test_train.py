@@ -57,6 +57,8 @@ def optimizer_state_param_paths(opt_state) -> set[str]:
 def test_frozen_parameters_are_bitwise_unchanged(method_name):
     method = methods.get_method(method_name)
     cfg = tiny_model(prompt_length=3 if method.has_prompt else 0)
+    if method.per_task_prompts:
+        cfg = dataclasses.replace(cfg, num_prompts=2)
     stage = (
         train.StageConfig(
             method=method_name,
@@ -88,9 +90,10 @@ def test_frozen_parameters_are_bitwise_unchanged(method_name):
     )
     step = train.make_train_step(network.Transformer(cfg), tx, loss_cfg)
     for i in range(3):
-        trainable, opt_state, metrics = step(
-            trainable, frozen, opt_state, synthetic_batch(i), jax.random.key(i)
-        )
+        batch = synthetic_batch(i)
+        if method.per_task_prompts:  # every example is task 0: task 1's prompt gets no gradient
+            batch["encoder_input_tokens"][:, 0] = 0
+        trainable, opt_state, metrics = step(trainable, frozen, opt_state, batch, jax.random.key(i))
         assert math.isfinite(float(metrics["loss"]))
     after = flat(methods.merge(trainable, frozen))
     assert after.keys() == before.keys()
@@ -103,6 +106,16 @@ def test_frozen_parameters_are_bitwise_unchanged(method_name):
     assert {p for p in expected if p.endswith(("kernel", "prompt", "embedding"))} <= changed
     if method.has_prompt:
         assert ("encoder/prompt/prompt" in changed) == method.trains_prompt
+    if method.per_task_prompts and method.trains_prompt:
+        prompt_before, prompt_after = (
+            before["encoder/prompt/prompt"],
+            after["encoder/prompt/prompt"],
+        )
+        assert not np.array_equal(prompt_before[0], prompt_after[0])
+        # Task 1's prompt got no gradient: it moved only by Adafactor's weight decay
+        # (1e-5 per step, as prompt-tuning configures it).
+        decayed = prompt_before[1] * (1 - optimizer.OptimizerConfig().prompt_weight_decay) ** 3
+        np.testing.assert_allclose(prompt_after[1], decayed, rtol=1e-6)
 
 
 def test_tiny_promot_experiment_end_to_end(tmp_path):
