@@ -115,8 +115,9 @@ def test_export_prompt_of_a_missing_checkpoint_fails_cleanly(tmp_path, capsys):
 def test_network_initialises_from_float_dummy_tokens_as_t5x_eval_passes_them():
     # t5x.eval/infer build the InferenceState with no input types: float32 ones.
     ones = np.ones((1, 4), np.float32)
-    variables = network.Transformer(CONFIG).init(jax.random.key(0), ones, ones, ones,
-                                                 enable_dropout=False)
+    variables = network.Transformer(CONFIG).init(
+        jax.random.key(0), ones, ones, ones, enable_dropout=False
+    )
     assert variables["params"]["encoder"]["prompt"]["prompt"].shape == (3, CONFIG.emb_dim)
 
 
@@ -147,8 +148,9 @@ def test_t5x_gin_files_bind_sizes_through_the_one_size_table():
     assert "@network.mt5_config()" in model and "size = %MODEL_SIZE" in model
     for path in _t5x_gin_files():
         # No dimension is repeated in gin: sizes come from network.mt5_config only.
-        assert not re.search(r"^\s*(emb_dim|mlp_dim|num_heads|head_dim)\s*=", path.read_text(),
-                             re.M), path
+        assert not re.search(
+            r"^\s*(emb_dim|mlp_dim|num_heads|head_dim)\s*=", path.read_text(), re.M
+        ), path
 
 
 def test_stage2_requires_a_prompt_file_and_stage_methods_exist():
@@ -212,8 +214,11 @@ def test_adafactor_and_partition_rules_know_the_prompt_axes():
         "promot_stage1", adafactor.Adafactor(logical_factor_rules=freezing.factor_rules())
     )
     axes = network.logical_axes(CONFIG)
-    axes = jax.tree.map(lambda names: jax.sharding.PartitionSpec(*names), axes,
-                        is_leaf=lambda x: isinstance(x, tuple))
+    axes = jax.tree.map(
+        lambda names: jax.sharding.PartitionSpec(*names),
+        axes,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
     opt.set_param_axes(axes)  # KeyError on an axis name the factor rules lack
     rules = dict(axis_rules.logical_axis_rules())
     assert rules["prompt"] is None and rules["prompt_embed"] is None
@@ -224,8 +229,10 @@ def test_restore_check_refuses_anything_but_the_prompt_from_scratch():
     pytest.importorskip("t5x")
     from promot_jax.t5x import restore
 
-    model = {"target": {"encoder": {"prompt": {"prompt": 1}, "layers_0": {"k": 1}}},
-             "state": {"step": 0}}
+    model = {
+        "target": {"encoder": {"prompt": {"prompt": 1}, "layers_0": {"k": 1}}},
+        "state": {"step": 0},
+    }
     ckpt = {"target": {"encoder": {"layers_0": {"k": 2}}}, "state": {"step": 9}}
     assert restore.require_only_prompt_from_scratch(ckpt, model) is ckpt
     no_trunk = {"target": {"encoder": {}}, "state": {"step": 9}}
@@ -235,10 +242,16 @@ def test_restore_check_refuses_anything_but_the_prompt_from_scratch():
 
 
 def _t5x(entry: str, gin_file: str, cwd: Path, log: str, **macros) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", f"t5x.{entry}", f"--gin_search_paths={gin_dir()}",
-            f"--gin_file={gin_file}"]
-    args += [f"--gin.{k}={v!r}" if isinstance(v, str) else f"--gin.{k}={v}"
-             for k, v in macros.items()]
+    args = [
+        sys.executable,
+        "-m",
+        f"t5x.{entry}",
+        f"--gin_search_paths={gin_dir()}",
+        f"--gin_file={gin_file}",
+    ]
+    args += [
+        f"--gin.{k}={v!r}" if isinstance(v, str) else f"--gin.{k}={v}" for k, v in macros.items()
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     (cwd / log).write_text(proc.stdout + proc.stderr)
@@ -257,21 +270,53 @@ def tiny_sequence(tmp_path_factory):
     root = tmp_path_factory.mktemp("t5x_sequence")
     pre = root / "pre" / "checkpoint_2"
     _run_ok("train", "t5x/test/pretrain_tiny.gin", root, "pre.log", MODEL_DIR=str(root / "pre"))
-    _run_ok("train", "t5x/test/stage1_tiny.gin", root, "stage1.log",
-            MODEL_DIR=str(root / "stage1"), INITIAL_CHECKPOINT_PATH=str(pre))
+    _run_ok(
+        "train",
+        "t5x/test/stage1_tiny.gin",
+        root,
+        "stage1.log",
+        MODEL_DIR=str(root / "stage1"),
+        INITIAL_CHECKPOINT_PATH=str(pre),
+    )
     assert cli.main(["export-prompt", str(root / "stage1"), str(root / "prompt.npy")]) == 0
-    _run_ok("train", "t5x/test/stage2_tiny.gin", root, "stage2.log",
-            MODEL_DIR=str(root / "stage2"), INITIAL_CHECKPOINT_PATH=str(pre),
-            PROMPT_FILE=str(root / "prompt.npy"))
+    _run_ok(
+        "train",
+        "t5x/test/stage2_tiny.gin",
+        root,
+        "stage2.log",
+        MODEL_DIR=str(root / "stage2"),
+        INITIAL_CHECKPOINT_PATH=str(pre),
+        PROMPT_FILE=str(root / "prompt.npy"),
+    )
     trunk = str(root / "stage2" / "checkpoint_5")
-    _run_ok("eval", "t5x/test/eval_tiny.gin", root, "eval.log", CHECKPOINT_PATH=trunk,
-            PROMPT_FILE=str(root / "prompt.npy"), EVAL_OUTPUT_DIR=str(root / "eval"),
-            **{"evaluate.fallback_init_rng": 0})
-    _run_ok("infer", "t5x/test/infer_tiny.gin", root, "infer.log", CHECKPOINT_PATH=trunk,
-            PROMPT_FILE=str(root / "prompt.npy"), INFER_OUTPUT_DIR=str(root / "infer"),
-            **{"infer.fallback_init_rng": 0})
-    _run_ok("eval", "t5x/test/eval_no_prompt_tiny.gin", root, "eval_no_prompt.log",
-            CHECKPOINT_PATH=trunk, EVAL_OUTPUT_DIR=str(root / "eval_no_prompt"))
+    _run_ok(
+        "eval",
+        "t5x/test/eval_tiny.gin",
+        root,
+        "eval.log",
+        CHECKPOINT_PATH=trunk,
+        PROMPT_FILE=str(root / "prompt.npy"),
+        EVAL_OUTPUT_DIR=str(root / "eval"),
+        **{"evaluate.fallback_init_rng": 0},
+    )
+    _run_ok(
+        "infer",
+        "t5x/test/infer_tiny.gin",
+        root,
+        "infer.log",
+        CHECKPOINT_PATH=trunk,
+        PROMPT_FILE=str(root / "prompt.npy"),
+        INFER_OUTPUT_DIR=str(root / "infer"),
+        **{"infer.fallback_init_rng": 0},
+    )
+    _run_ok(
+        "eval",
+        "t5x/test/eval_no_prompt_tiny.gin",
+        root,
+        "eval_no_prompt.log",
+        CHECKPOINT_PATH=trunk,
+        EVAL_OUTPUT_DIR=str(root / "eval_no_prompt"),
+    )
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -318,13 +363,16 @@ def test_stage2_changes_everything_but_the_prompt_and_starts_from_stage1s_prompt
 @pytest.mark.t5x
 @pytest.mark.slow
 def test_eval_with_and_without_prompt_and_infer_produce_metrics_and_predictions(tiny_sequence):
-    metrics = [json.loads(line)
-               for line in (tiny_sequence / "eval" / "inference_eval"
-                            / "toy_rte-metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line)
+        for line in (tiny_sequence / "eval" / "inference_eval" / "toy_rte-metrics.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert metrics and "accuracy" in metrics[-1]
-    no_prompt = (tiny_sequence / "eval_no_prompt" / "inference_eval" / "toy_rte-metrics.jsonl")
+    no_prompt = tiny_sequence / "eval_no_prompt" / "inference_eval" / "toy_rte-metrics.jsonl"
     assert "accuracy" in json.loads(no_prompt.read_text().splitlines()[-1])
-    predictions = (tiny_sequence / "infer" / "toy_rte-predict.jsonl-00000-of-00001")
+    predictions = tiny_sequence / "infer" / "toy_rte-predict.jsonl-00000-of-00001"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert rows and "prediction" in rows[0] and "inputs_pretokenized" in rows[0]["inputs"]
 
@@ -332,9 +380,14 @@ def test_eval_with_and_without_prompt_and_infer_produce_metrics_and_predictions(
 @pytest.mark.t5x
 def test_stage2_without_a_prompt_file_fails_at_parse_time_naming_the_macro(tmp_path):
     pytest.importorskip("t5x")
-    proc = _t5x("train", "t5x/test/stage2_tiny.gin", tmp_path, "stage2.log",
-                MODEL_DIR=str(tmp_path / "run"), INITIAL_CHECKPOINT_PATH=str(tmp_path))
+    proc = _t5x(
+        "train",
+        "t5x/test/stage2_tiny.gin",
+        tmp_path,
+        "stage2.log",
+        MODEL_DIR=str(tmp_path / "run"),
+        INITIAL_CHECKPOINT_PATH=str(tmp_path),
+    )
     assert proc.returncode != 0
     assert "PROMPT_FILE" in proc.stderr
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("checkpoint_*"))
-

@@ -23,13 +23,15 @@ def test_toy_dmt_stage2_rates_match_k():
     assert rates == pytest.approx({"toy_general": n, "toy_math": k * n, "toy_code": k * n})
     # Domain share of stage 2 = k * domain / (general + k * domain).
     assert (rates["toy_math"] + rates["toy_code"]) / sum(rates.values()) == pytest.approx(
-        2 * k / (1 + 2 * k))
+        2 * k / (1 + 2 * k)
+    )
 
 
 @pytest.mark.parametrize("k", [1.0, 1 / 4, 1 / 64])
 def test_dmt_builder_rates_for_any_k(k):
-    _, stage2 = mixtures.dmt_mixtures(["toy_math"], ["toy_general", "toy_code"], k=k,
-                                      name=f"test_dmt_{int(1 / k)}")
+    _, stage2 = mixtures.dmt_mixtures(
+        ["toy_math"], ["toy_general", "toy_code"], k=k, name=f"test_dmt_{int(1 / k)}"
+    )
     rates = {t.name: stage2.get_rate(t) for t in stage2.tasks}
     assert rates["toy_math"] / rates["toy_general"] == pytest.approx(k)
     assert rates["toy_code"] == rates["toy_general"]
@@ -48,17 +50,25 @@ def test_dmt_unknown_task_names_closest():
 
 def test_multitask_examples_carry_task_ids():
     mixture = seqio.get_mixture_or_task("toy_multitask_rte_en_fr")
-    ds = mixture.get_dataset({"inputs": 256, "targets": 64}, split="validation", shuffle=True,
-                             seed=3, copy_pretokenized=True)
+    ds = mixture.get_dataset(
+        {"inputs": 256, "targets": 64},
+        split="validation",
+        shuffle=True,
+        seed=3,
+        copy_pretokenized=True,
+    )
     seen = {}
     for ex in ds.take(40).as_numpy_iterator():
         text = ex["inputs_pretokenized"].decode()
         seen.setdefault(int(ex["task_id"]), set()).add(
-            "rte" if "Is it true or false? answer:" in text else "en_fr")
+            "rte" if "Is it true or false? answer:" in text else "en_fr"
+        )
     assert seen == {0: {"rte"}, 1: {"en_fr"}}
     real = seqio.get_mixture_or_task("promot_multitask_rte_en_fr")
-    assert [t.name for t in real.tasks] == ["promot_multitask_rte_en_fr_promot_rte",
-                                            "promot_multitask_rte_en_fr_promot_wmt14_en_fr"]
+    assert [t.name for t in real.tasks] == [
+        "promot_multitask_rte_en_fr_promot_rte",
+        "promot_multitask_rte_en_fr_promot_wmt14_en_fr",
+    ]
 
 
 def test_unknown_task_name_lists_closest():
@@ -103,23 +113,43 @@ def _write(tmp_path, rows):
 
 
 def test_code_alpaca_and_sharegpt_jsonl(tmp_path):
-    path = _write(tmp_path, [{"instruction": "Add.", "input": "1 2", "output": "3"},
-                             {"instruction": "Hi.", "input": "", "output": "print(1)"}])
+    path = _write(
+        tmp_path,
+        [
+            {"instruction": "Add.", "input": "1 2", "output": "3"},
+            {"instruction": "Hi.", "input": "", "output": "print(1)"},
+        ],
+    )
     assert sources.read_code_alpaca(path) == [
-        {"instruction": "Add.\n1 2", "answer": "3"}, {"instruction": "Hi.", "answer": "print(1)"}]
-    path = _write(tmp_path, [{"conversations": [
-        {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
-        {"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Ciao"}]}])
+        {"instruction": "Add.\n1 2", "answer": "3"},
+        {"instruction": "Hi.", "answer": "print(1)"},
+    ]
+    path = _write(
+        tmp_path,
+        [
+            {
+                "conversations": [
+                    {"from": "human", "value": "Hi"},
+                    {"from": "gpt", "value": "Hello"},
+                    {"from": "human", "value": "Bye"},
+                    {"from": "gpt", "value": "Ciao"},
+                ]
+            }
+        ],
+    )
     assert sources.read_sharegpt(path) == [
         {"dialogue": "User: Hi", "answer": "Hello"},
-        {"dialogue": "User: Hi Assistant: Hello User: Bye", "answer": "Ciao"}]
+        {"dialogue": "User: Hi Assistant: Hello User: Bye", "answer": "Ciao"},
+    ]
     task = dmt_tasks.register_sharegpt(path, name="test_sharegpt")
     assert task.num_input_examples("train") == 2
 
 
 def test_jsonl_missing_field_names_file_line_field(tmp_path):
-    path = _write(tmp_path, [{"instruction": "a", "input": "", "output": "b"},
-                             {"instruction": "a", "output": "b"}])
+    path = _write(
+        tmp_path,
+        [{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "output": "b"}],
+    )
     with pytest.raises(ValueError, match=rf"{path}:2: record has no field 'input'"):
         sources.read_code_alpaca(path)
     path = _write(tmp_path, [{"conversations": [{"from": "human", "value": "x"}, {"from": "gpt"}]}])
@@ -132,9 +162,16 @@ def test_sentinel_template_with_sentinel_free_vocabulary_fails_at_registration()
         "inputs": seqio.Feature(seqio.PassThroughVocabulary(size=100)),
         "targets": seqio.Feature(seqio.PassThroughVocabulary(size=100)),
     }
-    source = sources.records_source(lambda: {"train": [{"question": "q", "answer": "a"}]},
-                                    {"train": 1})
+    source = sources.records_source(
+        lambda: {"train": [{"question": "q", "answer": "a"}]}, {"train": 1}
+    )
     with pytest.raises(ValueError, match="extra_ids=0"):
-        pipeline.register_task("test_no_sentinels", source=source, adapter=lambda d: d,
-                               family="qa", output_features=features, sentinel=True)
+        pipeline.register_task(
+            "test_no_sentinels",
+            source=source,
+            adapter=lambda d: d,
+            family="qa",
+            output_features=features,
+            sentinel=True,
+        )
     assert "test_no_sentinels" not in seqio.TaskRegistry.names()

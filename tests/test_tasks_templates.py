@@ -13,8 +13,11 @@ from promot_tasks.vocabularies import toy_output_features
 
 
 def _entailment2(i):
-    f = {"premise": f"Tom has {i} cats.", "hypothesis": f"Tom owns {i} cats.",
-         "answer": "True" if i % 2 else "False"}
+    f = {
+        "premise": f"Tom has {i} cats.",
+        "hypothesis": f"Tom owns {i} cats.",
+        "answer": "True" if i % 2 else "False",
+    }
     return f, f"Tom has {i} cats. question: Tom owns {i} cats. Is it true or false? answer:"
 
 
@@ -25,13 +28,21 @@ def _entailment3(i):
 
 def _wic(i):
     f = {"sentence1": f"A bank {i}.", "sentence2": "The bank.", "word": "bank", "answer": "True"}
-    return f, (f"A bank {i}. The bank. question: The word bank is used in the same way in the "
-               "two sentences. Is it true or False? answer:")
+    return f, (
+        f"A bank {i}. The bank. question: The word bank is used in the same way in the "
+        "two sentences. Is it true or False? answer:"
+    )
 
 
 def _mcqa(i):
-    f = {"question": f"Pick {i}?", "choice_a": "one", "choice_b": "two", "choice_c": "three",
-         "choice_d": "four", "answer": "B"}
+    f = {
+        "question": f"Pick {i}?",
+        "choice_a": "one",
+        "choice_b": "two",
+        "choice_c": "three",
+        "choice_d": "four",
+        "answer": "B",
+    }
     return f, f"Q: Pick {i}? A) one B) two C) three D) four A:"
 
 
@@ -41,8 +52,12 @@ def _qa(i):
 
 
 def _translation(i):
-    f = {"source_language": "English", "target_language": "French",
-         "sentence": f"I have {i} dogs.", "answer": f"J'ai {i} chiens."}
+    f = {
+        "source_language": "English",
+        "target_language": "French",
+        "sentence": f"I have {i} dogs.",
+        "answer": f"J'ai {i} chiens.",
+    }
     return f, f"Translate English to French: I have {i} dogs."
 
 
@@ -67,20 +82,31 @@ def _general(i):
 
 
 FAMILIES = {
-    "entailment2": _entailment2, "entailment3": _entailment3, "wic": _wic, "mcqa": _mcqa,
-    "qa": _qa, "translation": _translation, "summarization": _summarization, "math": _math,
-    "code": _code, "general": _general,
+    "entailment2": _entailment2,
+    "entailment3": _entailment3,
+    "wic": _wic,
+    "mcqa": _mcqa,
+    "qa": _qa,
+    "translation": _translation,
+    "summarization": _summarization,
+    "math": _math,
+    "code": _code,
+    "general": _general,
 }
 
 
 def _first_input(family, train, query, shots, sentinel):
     records = {"train": train, "validation": [query]}
     task = pipeline.register_task(
-        f"test_{family}_{shots}", source=sources.records_source(lambda: records,
-                                                                 {"train": len(train),
-                                                                  "validation": 1}),
-        adapter=lambda ds: ds, family=family, output_features=toy_output_features(),
-        shots=shots, sentinel=sentinel, register=False)
+        f"test_{family}_{shots}",
+        source=sources.records_source(lambda: records, {"train": len(train), "validation": 1}),
+        adapter=lambda ds: ds,
+        family=family,
+        output_features=toy_output_features(),
+        shots=shots,
+        sentinel=sentinel,
+        register=False,
+    )
     ex = next(task.get_dataset(None, split="validation", shuffle=False).as_numpy_iterator())
     return ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode()
 
@@ -137,18 +163,21 @@ def test_rouge2_equals_rouge_score():
     preds = ["the quick brown dog jumps over the fox", "a man was arrested by police friday"]
     scorer = rouge_scorer.RougeScorer(["rouge2"], use_stemmer=True)
     want = 100 * np.mean(
-        [scorer.score(r, p)["rouge2"].fmeasure for r, p in zip(refs, preds, strict=True)])
+        [scorer.score(r, p)["rouge2"].fmeasure for r, p in zip(refs, preds, strict=True)]
+    )
     assert metrics.rouge2(refs, preds)["rouge2"] == pytest.approx(want)
 
 
 def test_math_and_program_metrics():
     assert metrics.final_number("Natalia sold 48/2 = 24 clips.\n#### 72") == "72"
     assert metrics.math_accuracy(["3 + 4 = 7. The answer is 7."], ["The answer is 7"]) == {
-        "math_accuracy": 100.0}
+        "math_accuracy": 100.0
+    }
     assert metrics.run_program("a = 3 + 4 ; b = a * 2 ; return b") == 14
     assert metrics.run_program("a = 3 +") is None
-    got = metrics.program_accuracy(["a = 3 + 4 ; return a"] * 2,
-                                   ["a = 4 + 3 ; return a", "return 8"])
+    got = metrics.program_accuracy(
+        ["a = 3 + 4 ; return a"] * 2, ["a = 4 + 3 ; return a", "return 8"]
+    )
     assert got == {"program_accuracy": 50.0}
 
 

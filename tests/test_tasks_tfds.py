@@ -23,8 +23,12 @@ def _tasks() -> dict[str, seqio.Task]:
     tasks = paper_tasks.register_paper_tasks(toy_output_features(), register=False)
     gsm8k = promot_tasks.mixtures.get_task("promot_gsm8k")
     tasks["promot_gsm8k"] = seqio.Task(
-        "promot_gsm8k", source=gsm8k.source, preprocessors=gsm8k.preprocessors,
-        output_features=toy_output_features(), postprocess_fn=gsm8k.postprocess_fn)
+        "promot_gsm8k",
+        source=gsm8k.source,
+        preprocessors=gsm8k.preprocessors,
+        output_features=toy_output_features(),
+        postprocess_fn=gsm8k.postprocess_fn,
+    )
     return tasks
 
 
@@ -32,8 +36,11 @@ TASKS = _tasks()
 
 
 def test_every_registered_tfds_task_is_covered():
-    registered = {n for n in seqio.TaskRegistry.names()
-                  if isinstance(seqio.TaskRegistry.get(n).source, seqio.TfdsDataSource)}
+    registered = {
+        n
+        for n in seqio.TaskRegistry.names()
+        if isinstance(seqio.TaskRegistry.get(n).source, seqio.TfdsDataSource)
+    }
     assert registered - {n for n in registered if n.startswith("promot_multitask")} == set(TASKS)
     assert dmt_tasks.register_gsm8k  # GSM8K is part of it
 
@@ -53,8 +60,9 @@ def test_tfds_task_yields_examples_under_mock_data(name, policy):
         assert ex["inputs"].ndim == 1 and ex["inputs"][-1] == 1  # ends in EOS
         assert ex["targets"][-1] == 1
         text = ex["inputs_pretokenized"].decode()
-        assert text.endswith("<extra_id_0>") == (not info.is_fine_tune_target
-                                                 and info.family != "math")
+        assert text.endswith("<extra_id_0>") == (
+            not info.is_fine_tune_target and info.family != "math"
+        )
         if info.labels:
             assert ex["targets_pretokenized"].decode() in info.labels
         if name.startswith("promot_xsum"):

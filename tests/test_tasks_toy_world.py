@@ -42,7 +42,7 @@ def test_toy_tasks_share_templates_postprocessing_and_metrics_with_real_ones():
     for name, info in promot_tasks.CATALOGUE.items():
         if not name.startswith("promot_") or name.startswith("promot_multitask"):
             continue
-        toy_name = "toy_" + name[len("promot_"):]
+        toy_name = "toy_" + name[len("promot_") :]
         if name == "promot_gsm8k":
             toy_name = "toy_math"
         toy = promot_tasks.task_info(toy_name)
@@ -68,7 +68,7 @@ def test_pretraining_mixture_excludes_held_out_formats():
     assert not any(m.startswith(("toy_rte", "toy_wmt14_en_fr")) for m in members)
     # Text level, over every member's whole train split and the whole corpus.
     for name in members - {"toy_span_corruption"}:
-        key = name[len("toy_"):].split("_1shot")[0].split("_4shot")[0]
+        key = name[len("toy_") :].split("_1shot")[0].split("_4shot")[0]
         template = promot_tasks.templates.template_for(families.TOY_FAMILIES[key].family)
         for record in families.generate_splits(key)["train"]:
             text = template.render(record)
@@ -76,8 +76,13 @@ def test_pretraining_mixture_excludes_held_out_formats():
     for paragraph in corpus.corpus_paragraphs()["train"]:
         assert not any(m in paragraph for m in HELD_OUT_MARKERS)
     # And on what the mixture actually yields.
-    ds = mixture.get_dataset({"inputs": 1024, "targets": 256}, split="train", shuffle=True,
-                             seed=0, copy_pretokenized=True)
+    ds = mixture.get_dataset(
+        {"inputs": 1024, "targets": 256},
+        split="train",
+        shuffle=True,
+        seed=0,
+        copy_pretokenized=True,
+    )
     texts = [ex["inputs_pretokenized"].decode() for ex in ds.take(300).as_numpy_iterator()]
     assert any("<extra_id_0>" in t and "answer:" not in t for t in texts)  # span corruption
     assert any("Is it true or false or neither? answer:" in t for t in texts)  # in-context
@@ -87,8 +92,15 @@ def test_pretraining_mixture_excludes_held_out_formats():
 def test_held_out_keys_are_the_fine_tuning_formats():
     assert toy_tasks.HELD_OUT_KEYS == ("rte", "wmt14_en_fr")
     assert set(toy_tasks.in_context_keys()) == {
-        "cb", "wic", "triviaqa", "web_questions", "wmt16_en_de", "wmt16_en_ro", "xsum",
-        "wikilingua_en"}
+        "cb",
+        "wic",
+        "triviaqa",
+        "web_questions",
+        "wmt16_en_de",
+        "wmt16_en_ro",
+        "xsum",
+        "wikilingua_en",
+    }
 
 
 def test_span_corruption_round_trip():
@@ -119,7 +131,8 @@ def test_toy_vocabulary_layout():
     ids = vocab.encode("Q: Where does Kalo live? A: <extra_id_0>")
     assert ids[-1] == vocab.vocab_size - 1  # <extra_id_0> is the last id, as in T5/mT5
     assert vocab.decode(vocab.encode("Translate English to German: The red cat.")) == (
-        "Translate English to German: The red cat.")
+        "Translate English to German: The red cat."
+    )
 
 
 @pytest.mark.slow
