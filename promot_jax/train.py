@@ -156,12 +156,19 @@ class NonFiniteLossError(RuntimeError):
 # --------------------------------------------------------------------------- the step
 
 
-def make_train_step(model: network.Transformer, tx: optax.GradientTransformation, cfg):
+def make_train_step(
+    model: network.Transformer,
+    tx: optax.GradientTransformation,
+    *,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    loss_normalizing_factor: float | str | None = "num_real_target_tokens",
+):
     """The jitted update: gradients w.r.t. `trainable` only; `frozen` enters as a constant."""
     loss_kwargs = dict(
-        label_smoothing=cfg.label_smoothing,
-        z_loss=cfg.z_loss,
-        loss_normalizing_factor=cfg.loss_normalizing_factor,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        loss_normalizing_factor=loss_normalizing_factor,
     )
 
     def step(trainable, frozen, opt_state, batch, rng):
@@ -329,7 +336,13 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         consumed = restored.data["batches"]
         best = restored.data.get("best", {})
 
-    train_step = make_train_step(model, tx, cfg)
+    train_step = make_train_step(
+        model,
+        tx,
+        label_smoothing=cfg.label_smoothing,
+        z_loss=cfg.z_loss,
+        loss_normalizing_factor=cfg.loss_normalizing_factor,
+    )
     eval_step = make_eval_step(model, cfg)
     task_ids = cfg.model.num_prompts > 1
     data = batches.batch_iterator(

@@ -59,36 +59,13 @@ def test_frozen_parameters_are_bitwise_unchanged(method_name):
     cfg = tiny_model(prompt_length=3 if method.has_prompt else 0)
     if method.per_task_prompts:
         cfg = dataclasses.replace(cfg, num_prompts=2)
-    stage = (
-        train.StageConfig(
-            method=method_name,
-            mixture="unused",
-            model=cfg,
-            steps=2,
-            prompt_file=None,
-            label_smoothing=0.1,
-        )
-        if method.prompt_source != "previous_stage"
-        else None
-    )
     params = network.init_params(cfg, jax.random.key(0))
     before = flat(params)
     trainable, frozen = methods.split(method, params)
     tx = optimizer.make_optimizer(method, optimizer.OptimizerConfig())
     opt_state = jax.jit(tx.init)(trainable)
     assert optimizer_state_param_paths(opt_state) == set(flat(trainable))
-    loss_cfg = (
-        stage
-        or dataclasses.make_dataclass(
-            "L",
-            [
-                ("label_smoothing", float, 0.1),
-                ("z_loss", float, 1e-4),
-                ("loss_normalizing_factor", str, "num_real_target_tokens"),
-            ],
-        )()
-    )
-    step = train.make_train_step(network.Transformer(cfg), tx, loss_cfg)
+    step = train.make_train_step(network.Transformer(cfg), tx, label_smoothing=0.1, z_loss=1e-4)
     for i in range(3):
         batch = synthetic_batch(i)
         if method.per_task_prompts:  # every example is task 0: task 1's prompt gets no gradient

@@ -23,22 +23,13 @@ def main(argv):
         sharding.maybe_initialize_distributed(argv[4], int(argv[3]), int(argv[2]))
     cfg = network.mt5_config("tiny", vocab_size=128, dtype="float32", dropout_rate=0.0)
     mesh = sharding.make_mesh(data, model_axis, jax.devices()[: data * model_axis])
-    stage = train.StageConfig(
-        method="finetune",
-        mixture="unused",
-        model=cfg,
-        steps=3,
-        batch_size=8,
-        feature_lengths={"inputs": 12, "targets": 6},
-        z_loss=1e-4,
-    )
     params = jax.device_put(
         network.init_params(cfg, jax.random.key(0)), sharding.param_shardings(cfg, mesh)
     )
     trainable, frozen = methods.split("finetune", params)
     tx = make_optimizer("finetune", OptimizerConfig(learning_rate=1e-2))
     opt_state = jax.jit(tx.init)(trainable)
-    step = train.make_train_step(network.Transformer(cfg), tx, stage)
+    step = train.make_train_step(network.Transformer(cfg), tx, z_loss=1e-4)
     rng = np.random.default_rng(0)
     losses = []
     for i in range(3):

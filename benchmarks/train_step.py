@@ -1,0 +1,164 @@
+"""Step time, tokens/s and peak RSS at the mT5-small shape, measured side by side.
+
+Every case runs in its own subprocess (peak RSS is per process), one after the
+other, on the same machine in the same invocation, so ratios are comparable.
+
+  forward+backward (issue 2): loss and gradients of all parameters, no optimizer,
+      float32 and bfloat16 activations.
+  training step (issue 4): promot_stage1, promot_stage2 and finetune, full update
+      with Adafactor on the trainable subtree only (P = 100 for prompt methods).
+
+Shape: mT5-small (d 512, 6x64 heads, mlp 1024, 8+8 layers) with the vocabulary
+reduced to 32,128 (T5's) so it fits a laptop; batch 8, 512 input / 128 target tokens.
+
+  python benchmarks/train_step.py [--steps 3] [--cases fwd_bwd_float32,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CASES = (
+    "fwd_bwd_float32",
+    "fwd_bwd_bfloat16",
+    "promot_stage1",
+    "promot_stage2",
+    "finetune",
+)
+BATCH, INPUTS, TARGETS, VOCAB, PROMPT = 8, 512, 128, 32128, 100
+
+
+def _batch(np, vocab):
+    rng = np.random.default_rng(0)
+    tgt = rng.integers(2, vocab, (BATCH, TARGETS)).astype(np.int32)
+    return {
+        "encoder_input_tokens": rng.integers(2, vocab, (BATCH, INPUTS)).astype(np.int32),
+        "decoder_target_tokens": tgt,
+        "decoder_input_tokens": np.concatenate([np.zeros((BATCH, 1), np.int32), tgt[:, :-1]], 1),
+        "decoder_loss_weights": np.ones((BATCH, TARGETS), np.float32),
+    }
+
+
+def run_case(case: str, steps: int) -> dict:
+    import jax
+    import numpy as np
+
+    from promot_jax import losses, methods, network, train
+    from promot_jax.optimizer import OptimizerConfig, make_optimizer
+
+    batch = _batch(np, VOCAB)
+    if case.startswith("fwd_bwd"):
+        dtype = case.rsplit("_", 1)[1]
+        cfg = network.mt5_config("small", vocab_size=VOCAB, dtype=dtype)
+        model = network.Transformer(cfg)
+        params = network.init_params(cfg, jax.random.key(0))
+
+        def loss_fn(p):
+            logits = model.apply(
+                {"params": p},
+                batch["encoder_input_tokens"],
+                batch["decoder_input_tokens"],
+                batch["decoder_target_tokens"],
+                enable_dropout=False,
+            )
+            return losses.cross_entropy(
+                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+            )[0]
+
+        fn = jax.jit(jax.value_and_grad(loss_fn))
+
+        def step():
+            jax.block_until_ready(fn(params))
+    else:
+        method = methods.get_method(case)
+        cfg = network.mt5_config(
+            "small",
+            vocab_size=VOCAB,
+            dtype="float32",
+            prompt_length=PROMPT if method.has_prompt else 0,
+        )
+        params = network.init_params(cfg, jax.random.key(0))
+        trainable, frozen = methods.split(method, params)
+        tx = make_optimizer(method, OptimizerConfig())
+        state = {"trainable": trainable, "opt": jax.jit(tx.init)(trainable)}
+        fn = train.make_train_step(network.Transformer(cfg), tx, z_loss=1e-4)
+
+        def step():
+            state["trainable"], state["opt"], metrics = fn(
+                state["trainable"], frozen, state["opt"], batch, jax.random.key(0)
+            )
+            jax.block_until_ready(metrics["loss"])
+
+    t0 = time.perf_counter()
+    step()  # compile + first step
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    tokens = BATCH * (INPUTS + TARGETS)
+    return {
+        "case": case,
+        "compile_and_first_step_s": round(compile_s, 2),
+        "step_s_median": round(median, 3),
+        "step_s_all": [round(t, 3) for t in times],
+        "tokens_per_s": round(tokens / median, 1),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after the first")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--_case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._case:
+        print(json.dumps(run_case(args._case, args.steps)))
+        return
+    import os
+
+    print(
+        f"mT5-small shape, vocab {VOCAB}, batch {BATCH}, {INPUTS}/{TARGETS} tokens, "
+        f"{os.cpu_count()} CPUs, {args.steps} timed steps per case (median)"
+    )
+    results = {}
+    for case in args.cases.split(","):
+        out = subprocess.run(
+            [sys.executable, __file__, "--_case", case, "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode:
+            print(f"{case}: failed\n{out.stderr[-2000:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results[case] = r
+        print(
+            f"{case:18s} step {r['step_s_median']:8.3f} s  {r['tokens_per_s']:9.1f} tok/s  "
+            f"peak RSS {r['peak_rss_gib']:5.2f} GiB  "
+            f"(compile+first {r['compile_and_first_step_s']} s, steps {r['step_s_all']})"
+        )
+    if "finetune" in results:
+        base = results["finetune"]["step_s_median"]
+        for case in ("promot_stage1", "promot_stage2"):
+            if case in results:
+                print(f"{case} / finetune step time: {results[case]['step_s_median'] / base:.2f}x")
+    if "fwd_bwd_float32" in results and "fwd_bwd_bfloat16" in results:
+        ratio = (
+            results["fwd_bwd_bfloat16"]["step_s_median"]
+            / results["fwd_bwd_float32"]["step_s_median"]
+        )
+        print(f"bfloat16 / float32 forward+backward time: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
