@@ -49,7 +49,7 @@ def run_case(case: str, steps: int) -> dict:
     import jax
     import numpy as np
 
-    from promot_jax import losses, methods, network, train
+    from promot_jax import methods, network, train
     from promot_jax.optimizer import OptimizerConfig, make_optimizer
 
     batch = _batch(np, VOCAB)
@@ -60,16 +60,7 @@ def run_case(case: str, steps: int) -> dict:
         params = network.init_params(cfg, jax.random.key(0))
 
         def loss_fn(p):
-            logits = model.apply(
-                {"params": p},
-                batch["encoder_input_tokens"],
-                batch["decoder_input_tokens"],
-                batch["decoder_target_tokens"],
-                enable_dropout=False,
-            )
-            return losses.cross_entropy(
-                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-            )[0]
+            return train.batch_loss(model, p, batch)[0]
 
         fn = jax.jit(jax.value_and_grad(loss_fn))
 

@@ -156,6 +156,27 @@ class NonFiniteLossError(RuntimeError):
 # --------------------------------------------------------------------------- the step
 
 
+def batch_loss(
+    model: network.Transformer,
+    params: dict,
+    batch: dict,
+    dropout_rng: jax.Array | None = None,
+    **loss_kwargs,
+):
+    """Teacher-forced loss of `params` on a feature-converted batch (dropout iff an rng)."""
+    logits = model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        batch["decoder_target_tokens"],
+        enable_dropout=dropout_rng is not None,
+        rngs={} if dropout_rng is None else {"dropout": dropout_rng},
+    )
+    return losses.cross_entropy(
+        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], **loss_kwargs
+    )
+
+
 def make_train_step(
     model: network.Transformer,
     tx: optax.GradientTransformation,
@@ -174,17 +195,7 @@ def make_train_step(
     def step(trainable, frozen, opt_state, batch, rng):
         def loss_fn(trainable):
             params = methods.merge(trainable, frozen)
-            logits = model.apply(
-                {"params": params},
-                batch["encoder_input_tokens"],
-                batch["decoder_input_tokens"],
-                batch["decoder_target_tokens"],
-                enable_dropout=True,
-                rngs={"dropout": rng},
-            )
-            return losses.cross_entropy(
-                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], **loss_kwargs
-            )
+            return batch_loss(model, params, batch, rng, **loss_kwargs)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         updates, opt_state = tx.update(grads, opt_state, trainable)
@@ -192,25 +203,6 @@ def make_train_step(
         return trainable, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
 
     return jax.jit(step, donate_argnums=(0, 2))
-
-
-def make_eval_step(model: network.Transformer, cfg):
-    def step(params, batch):
-        logits = model.apply(
-            {"params": params},
-            batch["encoder_input_tokens"],
-            batch["decoder_input_tokens"],
-            batch["decoder_target_tokens"],
-            enable_dropout=False,
-        )
-        return losses.cross_entropy(
-            logits,
-            batch["decoder_target_tokens"],
-            batch["decoder_loss_weights"],
-            loss_normalizing_factor="num_real_target_tokens",
-        )
-
-    return jax.jit(step)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -343,7 +335,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         z_loss=cfg.z_loss,
         loss_normalizing_factor=cfg.loss_normalizing_factor,
     )
-    eval_step = make_eval_step(model, cfg)
+    eval_step = jax.jit(lambda params, batch: batch_loss(model, params, batch))
     task_ids = cfg.model.num_prompts > 1
     data = batches.batch_iterator(
         cfg.mixture,
