@@ -289,3 +289,12 @@ def test_stage2_gin_without_prompt_file_fails_at_parse_time_naming_the_macro():
     with pytest.raises(ValueError, match="PROMPT_FILE"):
         gin_config.parse(files, bindings)
     gin_config.parse(files, [*bindings, "PROMPT_FILE='p.npy'"])  # complete: parses
+
+
+def test_batch_not_divisible_by_the_data_axis_names_the_numbers():
+    from types import SimpleNamespace
+
+    from promot_jax import sharding
+
+    with pytest.raises(ValueError, match="batch size 6 is not divisible by the mesh's data axis"):
+        sharding.check_batch_size(6, SimpleNamespace(shape={"data": 4, "model": 2}))
