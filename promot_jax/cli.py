@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "train",
     "run": "run",
     "eval": "eval",
+    "lab": "lab",
 }
 
 

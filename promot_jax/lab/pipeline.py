@@ -1,0 +1,161 @@
+"""`promot-jax lab`, top to bottom: check the run directory, train, evaluate, report.
+
+Order: the pretrained model's evaluations, then each experiment followed by the
+evaluations of its stages, then the report. Every unit is resumable: a stage
+that finished is not retrained (`experiment.run_experiment`), a model whose
+`eval.json` exists is not re-scored, so rerunning an interrupted lab with the
+same `--out` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from promot_jax.lab.config import BASE_DIR, LabSettings
+
+LAB_JSON = "lab.json"
+REPORT_MD = "report.md"
+TIMINGS_JSON = "timings.json"
+
+
+def enable_compile_cache() -> None:
+    """One persistent XLA cache for every stage and decoder: equal shapes compile once."""
+    import jax
+
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "promot_jax" / "xla"
+    )
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def default_out_dir() -> Path:
+    return Path("lab_runs") / time.strftime("lab-%Y%m%d-%H%M%S")
+
+
+def prepare_out_dir(out: Path, record: dict, force: bool) -> bool:
+    """Creates or checks `out`; returns True when it resumes an interrupted lab.
+
+    A finished lab (report.md present) is never overwritten without `force`; an
+    unfinished one is resumed only with the same settings and base.
+    """
+    if out.exists() and any(out.iterdir()):
+        if force:
+            shutil.rmtree(out)
+        elif (out / REPORT_MD).exists():
+            raise FileExistsError(
+                f"{out} already holds a finished lab report; pass --force to overwrite it, or "
+                "leave --out unset for a new timestamped directory"
+            )
+        else:
+            lab_json = out / LAB_JSON
+            if not lab_json.is_file():
+                raise FileExistsError(
+                    f"{out} exists, is not empty and is not a lab run directory (no {LAB_JSON}); "
+                    "choose another --out"
+                )
+            old = json.loads(lab_json.read_text())
+            if old != record:
+                diffs = [k for k in record if old.get(k) != record[k]]
+                raise ValueError(
+                    f"{out} holds an interrupted lab with other settings ({', '.join(diffs)}); "
+                    "rerun with the same options (e.g. --quick) or choose another --out"
+                )
+            return True
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LAB_JSON).write_text(json.dumps(record, indent=2))
+    return False
+
+
+def run_lab(
+    out: str | Path | None = None,
+    settings: LabSettings | None = None,
+    base: str | Path | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Runs (or resumes) the whole lab and writes `<out>/report.md`; returns `out`."""
+    settings = settings or LabSettings()
+    base = Path(base or BASE_DIR).absolute()
+    if not base.exists():
+        raise FileNotFoundError(
+            f"base checkpoint {base} does not exist; create it with "
+            "`promot-jax lab pretrain --out DIR` and pass --base DIR/base_model"
+        )
+    out = Path(out or default_out_dir()).absolute()
+    record = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "base": str(base)}
+    resumed = prepare_out_dir(out, record, force)
+    log(
+        f"lab: {'resuming' if resumed else 'new run'} in {out} (interrupted? rerun with --out {out})"
+    )
+
+    enable_compile_cache()
+    from promot_jax import experiment
+    from promot_jax.evaluation import runner
+    from promot_jax.evaluation.monitor import training_monitor
+    from promot_jax.lab import evaluate, plan, report
+
+    lab_plan = plan.build_plan(settings, base, out)
+    evaluator = evaluate.LabEvaluator(
+        runner.DecodeSettings(
+            method=settings.decode, batch_size=16, max_examples=settings.eval_examples
+        ),
+        settings.dmt_eval_examples,
+    )
+    timings_path = out / TIMINGS_JSON
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    total = len(lab_plan.experiments) + len(lab_plan.evaluations)
+    done = 0
+    start = time.perf_counter()
+
+    def tick(what: str, seconds: float) -> None:
+        nonlocal done
+        done += 1
+        timings[what] = round(seconds, 2)
+        timings_path.write_text(json.dumps(timings, indent=2))
+        elapsed = time.perf_counter() - start
+        log(f"[{done}/{total}] {what} ({seconds:.1f}s; {elapsed / 60:.1f} min elapsed)")
+
+    results: dict[str, dict] = {}
+
+    def run_evals(prefix: str | None) -> None:
+        for ev in lab_plan.evaluations:
+            is_base = ev.source == plan.BASE
+            if (prefix is None) != is_base or (prefix and not ev.source.startswith(prefix + "/")):
+                continue
+            t = time.perf_counter()
+            source = None if is_base else out / ev.source
+            results[ev.key] = evaluate.evaluate(
+                evaluator, out / "evals" / ev.key, source, base, ev.target, ev.rule, ev.label
+            )
+            tick(f"eval {ev.key}", time.perf_counter() - t)
+
+    run_evals(None)
+    curves: dict[str, list] = {}
+    for exp in lab_plan.experiments:
+        t = time.perf_counter()
+        eval_fn = None
+        if exp.monitor_target:
+            first = next(iter(exp.stages.values()))
+            eval_fn = training_monitor(
+                first.model,
+                exp.monitor_target,
+                examples=settings.monitor_examples,
+                method="greedy",
+            )
+            curves[exp.name] = report.step0_point(out, exp, eval_fn, base)
+        experiment.run_experiment(exp.stages, str(out / exp.name), eval_fn=eval_fn)
+        tick(f"train {exp.name}", time.perf_counter() - t)
+        run_evals(exp.name)
+
+    lab_seconds = time.perf_counter() - start
+    timings["lab_this_invocation"] = round(lab_seconds, 1)
+    timings_path.write_text(json.dumps(timings, indent=2))
+    report.write_report(out, settings, lab_plan, results, timings, log=log)
+    return out

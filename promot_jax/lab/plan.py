@@ -1,0 +1,287 @@
+"""What the lab trains and evaluates: experiments (chains of stages) and evaluations.
+
+Every experiment starts from the base model. Names are paths under the lab's run
+directory, so a rerun finds (and `run_experiment` reuses) the stages it finished.
+
+| table | rows |
+|---|---|
+| RTE (ProMoT Tables 2, 3, 6) | pretrained, standard FT, prompt tuning (= ProMoT stage 1), ProMoT, ProMoT + 1-shot, joint, FT with a fixed random prompt |
+| En-Fr (Table 4) | pretrained, standard FT, ProMoT |
+| DMT (DMT Table 1, k sweep) | general only, multi-task, sequential, mixed sequential, DMT at each k |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from promot_jax import train
+from promot_jax.lab import mixtures
+from promot_jax.lab.config import LabSettings, base_model_config
+from promot_jax.optimizer import OptimizerConfig
+from promot_jax.train import PREVIOUS_STAGE
+
+RTE, RTE_1SHOT, EN_FR = "toy_rte", "toy_rte_1shot", "toy_wmt14_en_fr"
+LENGTHS = {
+    RTE: {"inputs": 64, "targets": 8},
+    RTE_1SHOT: {"inputs": 128, "targets": 8},
+    EN_FR: {"inputs": 32, "targets": 16},
+    "dmt": {"inputs": 64, "targets": 64},
+}
+BASE = "base"  # an Evaluation's source meaning the pretrained model itself
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A chain of stages run by `experiment.run_experiment` in `<lab>/<name>`."""
+
+    name: str
+    stages: dict[str, train.StageConfig]
+    monitor_target: str | None = None  # training monitor (leak, target, alignment) on every stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One model to score: a finished stage (or the base) on a suite or on DMT's tasks."""
+
+    table: str  # "rte", "en_fr", "dmt"
+    label: str  # column (equal labels = seeds)
+    seed: int
+    source: str  # "<experiment>/<stage>" or BASE
+    target: str | None  # suite target; None: DMT tasks
+    rule: str = "rule"
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.label}/s{self.seed}".replace(" ", "_").replace("+", "p")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    experiments: list[Experiment]
+    evaluations: list[Evaluation]
+
+
+def _stage(
+    method: str,
+    mixture: str,
+    steps: int,
+    lr: float,
+    lengths: dict,
+    s: LabSettings,
+    base: Path,
+    seed: int,
+    *,
+    prompt_lr: float | None = None,
+    init: str | None = None,
+    prompt_file: str | None = None,
+    eval_every: int = 0,
+) -> train.StageConfig:
+    prompt = method != "finetune"
+    return train.StageConfig(
+        method=method,
+        mixture=mixture,
+        model=base_model_config(prompt_length=s.prompt_length if prompt else 0),
+        steps=steps,
+        batch_size=s.batch_size,
+        feature_lengths=lengths,
+        optimizer=OptimizerConfig(learning_rate=lr, prompt_learning_rate=prompt_lr),
+        init_checkpoint=init or str(base),
+        prompt_file=prompt_file,
+        save_every=max(steps, 1),
+        keep=1,
+        eval_every=eval_every,
+        eval_batches=1,
+        log_every=max(1, min(10, steps)),
+        seed=seed,
+    )
+
+
+def _promot(task: str, s: LabSettings, base: Path, seed: int, every: int) -> dict:
+    lengths = LENGTHS[task]
+    return {
+        "stage1": _stage(
+            "promot_stage1",
+            task,
+            s.stage1_steps,
+            s.prompt_lr,
+            lengths,
+            s,
+            base,
+            seed,
+            eval_every=every,
+        ),
+        "stage2": _stage(
+            "promot_stage2",
+            task,
+            s.stage2_steps,
+            s.model_lr,
+            lengths,
+            s,
+            base,
+            seed,
+            prompt_file=PREVIOUS_STAGE,
+            eval_every=every,
+        ),
+    }
+
+
+def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
+    """The lab's experiments and evaluations for settings `s` and base checkpoint `base`."""
+    exps: list[Experiment] = []
+    evals: list[Evaluation] = [
+        Evaluation("rte", "pretrained", 0, BASE, RTE, rule="never"),
+        Evaluation("en_fr", "pretrained", 0, BASE, EN_FR, rule="never"),
+        Evaluation("dmt", "pretrained", 0, BASE, None),
+    ]
+    for seed in s.seeds:
+        monitor = RTE if seed == s.seeds[0] else None
+        every = s.eval_every if monitor else 0
+        ft = f"rte/finetune/s{seed}"
+        exps.append(
+            Experiment(
+                ft,
+                {
+                    "ft": _stage(
+                        "finetune",
+                        RTE,
+                        s.stage2_steps,
+                        s.model_lr,
+                        LENGTHS[RTE],
+                        s,
+                        base,
+                        seed,
+                        eval_every=every,
+                    )
+                },
+                monitor,
+            )
+        )
+        promot = f"rte/promot/s{seed}"
+        exps.append(Experiment(promot, _promot(RTE, s, base, seed, every), monitor))
+        evals += [
+            Evaluation("rte", "standard FT", seed, f"{ft}/ft", RTE, rule="never"),
+            Evaluation("rte", "prompt tuning", seed, f"{promot}/stage1", RTE),
+            Evaluation("rte", "ProMoT", seed, f"{promot}/stage2", RTE),
+        ]
+    seed = s.seeds[0]
+    one = f"rte/promot_1shot/s{seed}"
+    joint = f"rte/joint/s{seed}"
+    rand = f"rte/fixed_random_prompt/s{seed}"
+    exps += [
+        Experiment(one, _promot(RTE_1SHOT, s, base, seed, 0)),
+        Experiment(
+            joint,
+            {
+                "joint": _stage(
+                    "joint",
+                    RTE,
+                    s.stage2_steps,
+                    s.model_lr,
+                    LENGTHS[RTE],
+                    s,
+                    base,
+                    seed,
+                    prompt_lr=s.prompt_lr,
+                )
+            },
+        ),
+        Experiment(
+            rand,
+            {
+                "ft": _stage(
+                    "finetune_fixed_random_prompt",
+                    RTE,
+                    s.stage2_steps,
+                    s.model_lr,
+                    LENGTHS[RTE],
+                    s,
+                    base,
+                    seed,
+                )
+            },
+        ),
+    ]
+    evals += [
+        Evaluation("rte", "ProMoT + 1-shot", seed, f"{one}/stage2", RTE_1SHOT),
+        Evaluation("rte", "joint", seed, f"{joint}/joint", RTE),
+        Evaluation("rte", "FT + fixed random prompt", seed, f"{rand}/ft", RTE),
+    ]
+    if s.run_enfr:
+        ft, promot = f"en_fr/finetune/s{seed}", f"en_fr/promot/s{seed}"
+        exps += [
+            Experiment(
+                ft,
+                {
+                    "ft": _stage(
+                        "finetune", EN_FR, s.stage2_steps, s.model_lr, LENGTHS[EN_FR], s, base, seed
+                    )
+                },
+            ),
+            Experiment(promot, _promot(EN_FR, s, base, seed, 0)),
+        ]
+        evals += [
+            Evaluation("en_fr", "standard FT", seed, f"{ft}/ft", EN_FR, rule="never"),
+            Evaluation("en_fr", "ProMoT", seed, f"{promot}/stage2", EN_FR),
+        ]
+    dmt_exps, dmt_evals = _dmt(s, base, seed, root)
+    return Plan(exps + dmt_exps, evals + dmt_evals)
+
+
+def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
+    """DMT Table 1 analogs; every DMT run shares the mixed-sequential domain stage."""
+
+    def stage(mixture: str, steps: int | None = None, init: str | None = None):
+        return _stage(
+            "finetune",
+            mixture,
+            steps or s.dmt_steps,
+            s.model_lr,
+            LENGTHS["dmt"],
+            s,
+            base,
+            seed,
+            init=init,
+        )
+
+    domain_stage = f"dmt/mixed_sequential/s{seed}/domain"
+    domain_params = str(root / domain_stage / "final_params")
+    exps = [
+        Experiment(f"dmt/general_only/s{seed}", {"general": stage("toy_general")}),
+        Experiment(
+            f"dmt/multitask/s{seed}",
+            {"all": stage(mixtures.dmt_multitask_mixture(), steps=2 * s.dmt_steps)},
+        ),
+        Experiment(
+            f"dmt/sequential/s{seed}",
+            {
+                "code": stage("toy_code"),
+                "math": stage("toy_math", init=PREVIOUS_STAGE),
+                "general": stage("toy_general", init=PREVIOUS_STAGE),
+            },
+        ),
+        Experiment(
+            f"dmt/mixed_sequential/s{seed}",
+            {
+                "domain": stage("toy_dmt_stage1"),
+                "general": stage("toy_general", init=PREVIOUS_STAGE),
+            },
+        ),
+    ]
+    evals = [
+        Evaluation("dmt", "general only", seed, f"dmt/general_only/s{seed}/general", None),
+        Evaluation("dmt", "multi-task", seed, f"dmt/multitask/s{seed}/all", None),
+        Evaluation("dmt", "sequential", seed, f"dmt/sequential/s{seed}/general", None),
+        Evaluation("dmt", "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
+    ]
+    for k in s.dmt_ks:
+        name = f"dmt/k{round(1 / k)}/s{seed}"
+        exps.append(
+            Experiment(
+                name, {"general_k": stage(mixtures.dmt_stage2_mixture(k), init=domain_params)}
+            )
+        )
+        evals.append(
+            Evaluation("dmt", f"DMT k={mixtures.k_label(k)}", seed, f"{name}/general_k", None)
+        )
+    return exps, evals
