@@ -226,25 +226,18 @@ def initial_params(cfg: StageConfig) -> dict:
         if prompt is not None:
             params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
         return params
-    has_prompt = model_cfg.prompt_length > 0
-    try:
-        return checkpoints.load_params(
-            cfg.init_checkpoint,
-            model_cfg,
-            dtype=model_cfg.param_dtype,
-            prompt=prompt,
-            missing_ok=("encoder/prompt/.*",) if has_prompt and prompt is None else (),
-            rng=cfg.seed,
-        )
-    except ValueError as e:
-        if prompt is not None and "already holds" in str(e):
-            # A checkpoint that carries a prompt (e.g. stage 1's): the file wins.
-            params = checkpoints.load_params(
-                cfg.init_checkpoint, model_cfg, dtype=model_cfg.param_dtype
-            )
-            params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
-            return params
-        raise
+    # The trunk (and the prompt, if the checkpoint has one; else the config's
+    # initialiser) from the checkpoint; then `prompt_file`, when given, wins.
+    params = checkpoints.load_params(
+        cfg.init_checkpoint,
+        model_cfg,
+        dtype=model_cfg.param_dtype,
+        missing_ok=("encoder/prompt/.*",) if model_cfg.prompt_length else (),
+        rng=cfg.seed,
+    )
+    if prompt is not None:
+        params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
+    return params
 
 
 def _check_run_dir(cfg: StageConfig) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 from flax import traverse_util
 
 from promot_jax import network
+from promot_jax import prompt as prompt_lib
 
 # Filler for parameters a checkpoint may lack: `(path, ShapeDtypeStruct) -> array`.
 Filler = Callable[[str, jax.ShapeDtypeStruct], Any]
@@ -85,11 +86,22 @@ def match_config(
 
 
 def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
-    """A filler that takes missing parameters from `network.init_params(config, rng)`."""
+    """A filler that takes missing parameters from the config's initialisers.
+
+    The prompt (the usual missing piece when a pretrained trunk gets a new prompt)
+    comes straight from `config.prompt_init`, without initialising the trunk: for
+    mT5-XXL a full random init would need ~52 GB of host memory. Anything else is
+    taken from `network.init_params(config, rng)`.
+    """
     key = jax.random.key(rng) if isinstance(rng, int) else rng
     cache: dict[str, Any] = {}
 
     def fill(path: str, want: jax.ShapeDtypeStruct):
+        if path == "encoder/prompt/prompt":
+            init = config.prompt_init or prompt_lib.uniform(0.5)
+            if config.num_prompts > 1:
+                init = prompt_lib.per_task(init, config.num_prompts)
+            return np.asarray(init(key, tuple(want.shape), want.dtype))
         if not cache:
             cache.update(flatten(jax.device_get(network.init_params(config, key))))
         return cache[path]
