@@ -38,7 +38,8 @@ class PretrainSettings:
 
 @dataclasses.dataclass(frozen=True)
 class LabSettings:
-    """One lab run's size; `quick()` is the CI variant of the same pipeline."""
+    """One lab run's size; `quick()` is the CI variant of the same pipeline (one seed, a few
+    steps, 4 examples per task, without En-Fr, the RTE ablations and DMT's sequential rows)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     prompt_length: int = 10
@@ -54,18 +55,23 @@ class LabSettings:
     dmt_steps: int = 40  # per DMT stage (domain or general)
     dmt_ks: tuple[float, ...] = (1.0, 1 / 4, 1 / 16, 1 / 64, 1 / 256)
     dmt_eval_examples: int = 32
-    run_enfr: bool = True
+    run_enfr: bool = True  # Table 4 analog
+    run_ablations: bool = True  # ProMoT + 1-shot, joint, fixed random prompt
+    dmt_sequential: bool = True  # general-only and sequential DMT baselines
 
     @classmethod
     def quick(cls) -> LabSettings:
         return cls(
             seeds=(0,),
-            stage1_steps=6,
+            stage1_steps=4,
             stage2_steps=4,
-            eval_every=2,
+            eval_every=4,
             monitor_examples=4,
             eval_examples=4,
             dmt_steps=3,
-            dmt_ks=(1.0, 1 / 256),
+            dmt_ks=(1 / 256,),
             dmt_eval_examples=4,
+            run_enfr=False,
+            run_ablations=False,
+            dmt_sequential=False,
         )

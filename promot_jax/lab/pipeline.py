@@ -92,7 +92,8 @@ def run_lab(
     record = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "base": str(base)}
     resumed = prepare_out_dir(out, record, force)
     log(
-        f"lab: {'resuming' if resumed else 'new run'} in {out} (interrupted? rerun with --out {out})"
+        f"lab: {'resuming' if resumed else 'new run'} in {out} "
+        f"(interrupted? rerun with --out {out})"
     )
 
     enable_compile_cache()

@@ -3,11 +3,11 @@
 Every experiment starts from the base model. Names are paths under the lab's run
 directory, so a rerun finds (and `run_experiment` reuses) the stages it finished.
 
-| table | rows |
-|---|---|
-| RTE (ProMoT Tables 2, 3, 6) | pretrained, standard FT, prompt tuning (= ProMoT stage 1), ProMoT, ProMoT + 1-shot, joint, FT with a fixed random prompt |
-| En-Fr (Table 4) | pretrained, standard FT, ProMoT |
-| DMT (DMT Table 1, k sweep) | general only, multi-task, sequential, mixed sequential, DMT at each k |
+- RTE (ProMoT Tables 2, 3, 6): pretrained, standard FT, prompt tuning (= ProMoT
+  stage 1), ProMoT, ProMoT + 1-shot, joint, FT with a fixed random prompt.
+- En-Fr (Table 4): pretrained, standard FT, ProMoT.
+- DMT (DMT Table 1, k sweep): general only, multi-task, sequential, mixed
+  sequential, DMT at each k.
 """
 
 from __future__ import annotations
@@ -165,10 +165,37 @@ def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
             Evaluation("rte", "ProMoT", seed, f"{promot}/stage2", RTE),
         ]
     seed = s.seeds[0]
+    if s.run_ablations:
+        exps_a, evals_a = _ablations(s, base, seed)
+        exps += exps_a
+        evals += evals_a
+    if s.run_enfr:
+        ft, promot = f"en_fr/finetune/s{seed}", f"en_fr/promot/s{seed}"
+        exps += [
+            Experiment(
+                ft,
+                {
+                    "ft": _stage(
+                        "finetune", EN_FR, s.stage2_steps, s.model_lr, LENGTHS[EN_FR], s, base, seed
+                    )
+                },
+            ),
+            Experiment(promot, _promot(EN_FR, s, base, seed, 0)),
+        ]
+        evals += [
+            Evaluation("en_fr", "standard FT", seed, f"{ft}/ft", EN_FR, rule="never"),
+            Evaluation("en_fr", "ProMoT", seed, f"{promot}/stage2", EN_FR),
+        ]
+    dmt_exps, dmt_evals = _dmt(s, base, seed, root)
+    return Plan(exps + dmt_exps, evals + dmt_evals)
+
+
+def _ablations(s: LabSettings, base: Path, seed: int):
+    """ProMoT + 1-shot [P Table 3] and the Table 6 ablations: joint, fixed random prompt."""
     one = f"rte/promot_1shot/s{seed}"
     joint = f"rte/joint/s{seed}"
     rand = f"rte/fixed_random_prompt/s{seed}"
-    exps += [
+    exps = [
         Experiment(one, _promot(RTE_1SHOT, s, base, seed, 0)),
         Experiment(
             joint,
@@ -202,30 +229,12 @@ def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
             },
         ),
     ]
-    evals += [
+    evals = [
         Evaluation("rte", "ProMoT + 1-shot", seed, f"{one}/stage2", RTE_1SHOT),
         Evaluation("rte", "joint", seed, f"{joint}/joint", RTE),
         Evaluation("rte", "FT + fixed random prompt", seed, f"{rand}/ft", RTE),
     ]
-    if s.run_enfr:
-        ft, promot = f"en_fr/finetune/s{seed}", f"en_fr/promot/s{seed}"
-        exps += [
-            Experiment(
-                ft,
-                {
-                    "ft": _stage(
-                        "finetune", EN_FR, s.stage2_steps, s.model_lr, LENGTHS[EN_FR], s, base, seed
-                    )
-                },
-            ),
-            Experiment(promot, _promot(EN_FR, s, base, seed, 0)),
-        ]
-        evals += [
-            Evaluation("en_fr", "standard FT", seed, f"{ft}/ft", EN_FR, rule="never"),
-            Evaluation("en_fr", "ProMoT", seed, f"{promot}/stage2", EN_FR),
-        ]
-    dmt_exps, dmt_evals = _dmt(s, base, seed, root)
-    return Plan(exps + dmt_exps, evals + dmt_evals)
+    return exps, evals
 
 
 def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
@@ -246,19 +255,27 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
 
     domain_stage = f"dmt/mixed_sequential/s{seed}/domain"
     domain_params = str(root / domain_stage / "final_params")
-    exps = [
-        Experiment(f"dmt/general_only/s{seed}", {"general": stage("toy_general")}),
+    exps, evals = [], []
+    if s.dmt_sequential:
+        exps += [
+            Experiment(f"dmt/general_only/s{seed}", {"general": stage("toy_general")}),
+            Experiment(
+                f"dmt/sequential/s{seed}",
+                {
+                    "code": stage("toy_code"),
+                    "math": stage("toy_math", init=PREVIOUS_STAGE),
+                    "general": stage("toy_general", init=PREVIOUS_STAGE),
+                },
+            ),
+        ]
+        evals += [
+            Evaluation("dmt", "general only", seed, f"dmt/general_only/s{seed}/general", None),
+            Evaluation("dmt", "sequential", seed, f"dmt/sequential/s{seed}/general", None),
+        ]
+    exps += [
         Experiment(
             f"dmt/multitask/s{seed}",
             {"all": stage(mixtures.dmt_multitask_mixture(), steps=2 * s.dmt_steps)},
-        ),
-        Experiment(
-            f"dmt/sequential/s{seed}",
-            {
-                "code": stage("toy_code"),
-                "math": stage("toy_math", init=PREVIOUS_STAGE),
-                "general": stage("toy_general", init=PREVIOUS_STAGE),
-            },
         ),
         Experiment(
             f"dmt/mixed_sequential/s{seed}",
@@ -268,10 +285,8 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
             },
         ),
     ]
-    evals = [
-        Evaluation("dmt", "general only", seed, f"dmt/general_only/s{seed}/general", None),
+    evals += [
         Evaluation("dmt", "multi-task", seed, f"dmt/multitask/s{seed}/all", None),
-        Evaluation("dmt", "sequential", seed, f"dmt/sequential/s{seed}/general", None),
         Evaluation("dmt", "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
     ]
     for k in s.dmt_ks:

@@ -44,8 +44,9 @@ def pretrain_stage(settings: PretrainSettings, run_dir: Path) -> train.StageConf
     )
 
 
-def pretrain(out: str | Path, settings: PretrainSettings = PretrainSettings()) -> Path:
+def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
     """Runs (or resumes) pretraining under `out`; returns `<out>/base_model` (params dir)."""
+    settings = settings or PretrainSettings()
     out = Path(out)
     start = time.perf_counter()
     result = train.train_stage(pretrain_stage(settings, out / "pretrain_stage"))
