@@ -45,7 +45,8 @@ def _batch(np, vocab):
     }
 
 
-def run_case(case: str, steps: int) -> dict:
+def build_case(case: str):
+    """A zero-argument callable doing one blocking step of `case` (compiled on first call)."""
     import jax
     import numpy as np
 
@@ -66,6 +67,8 @@ def run_case(case: str, steps: int) -> dict:
 
         def step():
             jax.block_until_ready(fn(params))
+
+        return step
     else:
         method = methods.get_method(case)
         cfg = network.mt5_config(
@@ -86,6 +89,11 @@ def run_case(case: str, steps: int) -> dict:
             )
             jax.block_until_ready(metrics["loss"])
 
+    return step
+
+
+def run_case(case: str, steps: int) -> dict:
+    step = build_case(case)
     t0 = time.perf_counter()
     step()  # compile + first step
     compile_s = time.perf_counter() - t0
@@ -106,14 +114,32 @@ def run_case(case: str, steps: int) -> dict:
     }
 
 
+def interleaved(cases: list[str], rounds: int) -> dict[str, float]:
+    """Median step time per case, stepping the cases in turn so load drifts hit all alike."""
+    steps = {case: build_case(case) for case in cases}
+    for step in steps.values():
+        step()  # compile
+    times: dict[str, list[float]] = {case: [] for case in cases}
+    for _ in range(rounds):
+        for case, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[case].append(time.perf_counter() - t0)
+    return {case: statistics.median(t) for case, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the first")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--_case", help=argparse.SUPPRESS)
+    parser.add_argument("--_interleave", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._case:
         print(json.dumps(run_case(args._case, args.steps)))
+        return
+    if args._interleave:
+        print(json.dumps(interleaved(args._interleave.split(","), args.steps)))
         return
     import os
 
@@ -138,11 +164,30 @@ def main() -> None:
             f"peak RSS {r['peak_rss_gib']:5.2f} GiB  "
             f"(compile+first {r['compile_and_first_step_s']} s, steps {r['step_s_all']})"
         )
-    if "finetune" in results:
-        base = results["finetune"]["step_s_median"]
-        for case in ("promot_stage1", "promot_stage2"):
-            if case in results:
-                print(f"{case} / finetune step time: {results[case]['step_s_median'] / base:.2f}x")
+    training = [c for c in ("promot_stage1", "promot_stage2", "finetune") if c in results]
+    if "finetune" in training and len(training) > 1:
+        # Ratios from one process stepping the cases in turn (fair under a noisy machine).
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--_interleave",
+                ",".join(training),
+                "--steps",
+                str(args.steps),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode:
+            print(f"interleaved run failed\n{out.stderr[-2000:]}")
+        else:
+            med = json.loads(out.stdout.strip().splitlines()[-1])
+            shown = ", ".join(f"{c} {t:.3f} s" for c, t in med.items())
+            print(f"interleaved medians ({args.steps} rounds): {shown}")
+            for case in training:
+                if case != "finetune":
+                    print(f"{case} / finetune step time: {med[case] / med['finetune']:.2f}x")
     if "fwd_bwd_float32" in results and "fwd_bwd_bfloat16" in results:
         ratio = (
             results["fwd_bwd_bfloat16"]["step_s_median"]
