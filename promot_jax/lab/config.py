@@ -1,10 +1,15 @@
 """The lab's fixed design: model size, stage lengths, learning rates, seeds, eval sizes.
 
-Everything here was fixed before the comparison was run (the report says so).
-Ratios follow the papers, scaled to a 64-d model on 2 CPU cores: ProMoT stage 1
-(prompt, Adafactor LR 0.2) runs longer than stage 2 (trunk, LR 1e-3 in the paper;
-here 3e-3, because the toy stages are ~30x shorter than the paper's 1000 steps);
-DMT stage 2 mixes general data with a fraction k of the domain data.
+Everything here was fixed before the comparison it reports was run. Ratios follow
+the papers, scaled to a 64-d model on 2 CPU cores: ProMoT stage 1 (prompt,
+Adafactor LR 0.2) runs twice as long as stage 2 (trunk, LR 1e-3 in the paper; here
+3e-3, because the toy stages are 10x shorter than the paper's 1000 steps); DMT
+stage 2 mixes general data with a fraction k of the domain data.
+
+History (also in README): the first pre-registered default had 60/30/40 steps
+(stage 1 / stage 2 / DMT stage); it ran in 4.2 minutes and did not learn the
+target task (RTE at chance), so the step counts were scaled to 200/100/80 to use
+the 10-minute budget; learning rates and everything else stayed as fixed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ from pathlib import Path
 
 from promot_jax import network
 
+HISTORY = (
+    "The first pre-registered default had 60/30/40 steps (stage 1 / stage 2 / DMT stage); "
+    "it ran in 4.2 minutes and did not learn the target task, so the step counts were scaled "
+    "to 200/100/80 to use the 10-minute budget, before this configuration was run; learning "
+    "rates and everything else stayed as first fixed. The first run's report is summarised in "
+    "README (The mini-lab)."
+)
 BASE_DIR = Path(__file__).parent / "base_model"  # the shipped pretrained checkpoint
 VOCAB_SIZE = 2176  # the toy vocabulary (2100 ids) padded to a multiple of 128
 
@@ -44,15 +56,15 @@ class LabSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
     prompt_length: int = 10
     batch_size: int = 16
-    stage1_steps: int = 60  # ProMoT stage 1 / prompt tuning (prompt only)
-    stage2_steps: int = 30  # ProMoT stage 2 / fine-tuning / joint (trunk)
+    stage1_steps: int = 200  # ProMoT stage 1 / prompt tuning (prompt only)
+    stage2_steps: int = 100  # ProMoT stage 2 / fine-tuning / joint (trunk)
     prompt_lr: float = 0.2
     model_lr: float = 3e-3
-    eval_every: int = 10  # monitor (leak, target, gradient alignment) on seed 0's RTE runs
+    eval_every: int = 20  # monitor (leak, target, gradient alignment) on seed 0's RTE runs
     monitor_examples: int = 16
     eval_examples: int = 32  # per in-context task and per fine-tuned task
     decode: str = "greedy"
-    dmt_steps: int = 40  # per DMT stage (domain or general)
+    dmt_steps: int = 80  # per DMT stage (domain or general)
     dmt_ks: tuple[float, ...] = (1.0, 1 / 4, 1 / 16, 1 / 64, 1 / 256)
     dmt_eval_examples: int = 32
     run_enfr: bool = True  # Table 4 analog

@@ -18,7 +18,7 @@ import numpy as np
 
 from promot_jax.evaluation import plots, reports
 from promot_jax.lab import paper
-from promot_jax.lab.config import LabSettings
+from promot_jax.lab.config import HISTORY, LabSettings
 from promot_jax.lab.mixtures import k_label
 from promot_jax.lab.plan import Experiment, Plan
 
@@ -376,6 +376,8 @@ def write_report(
         "```json",
         json.dumps(dataclasses.asdict(settings), indent=2),
         "```",
+        "",
+        HISTORY,
         "",
         f"Wall time: training {train_s:.0f}s, evaluation {eval_s:.0f}s "
         f"(this invocation: {timings.get('lab_this_invocation', 0):.0f}s; see timings.json).",
