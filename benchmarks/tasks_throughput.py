@@ -45,8 +45,10 @@ def main() -> None:
 
     registry = time.perf_counter() - start
     print(f"import seqio + tensorflow: {deps:.2f} s")
-    print(f"import promot_tasks (registers {len(seqio.TaskRegistry.names())} tasks, "
-          f"{len(seqio.MixtureRegistry.names())} mixtures): {registry:.2f} s")
+    print(
+        f"import promot_tasks (registers {len(seqio.TaskRegistry.names())} tasks, "
+        f"{len(seqio.MixtureRegistry.names())} mixtures): {registry:.2f} s"
+    )
 
     cases = [
         ("toy_rte", {"inputs": 128, "targets": 8}, "RTE-shaped, 0-shot"),
@@ -56,9 +58,11 @@ def main() -> None:
     ]
     for name, lengths, about in cases:
         rate, seconds = _throughput(name, lengths, args.examples, args.batch)
-        print(f"{about:<22} {name:<15} inputs<={lengths['inputs']:<5} "
-              f"{rate:8.0f} examples/s ({args.examples // args.batch * args.batch} in "
-              f"{seconds:.2f} s)")
+        print(
+            f"{about:<22} {name:<15} inputs<={lengths['inputs']:<5} "
+            f"{rate:8.0f} examples/s ({args.examples // args.batch * args.batch} in "
+            f"{seconds:.2f} s)"
+        )
 
 
 if __name__ == "__main__":
