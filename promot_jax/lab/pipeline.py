@@ -118,7 +118,7 @@ def run_lab(
     def tick(what: str, seconds: float) -> None:
         nonlocal done
         done += 1
-        timings[what] = round(seconds, 2)
+        timings.setdefault(what, round(seconds, 2))  # a resumed unit keeps its first timing
         timings_path.write_text(json.dumps(timings, indent=2))
         elapsed = time.perf_counter() - start
         log(f"[{done}/{total}] {what} ({seconds:.1f}s; {elapsed / 60:.1f} min elapsed)")

@@ -184,6 +184,7 @@ def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
         ]
         evals += [
             Evaluation("en_fr", "standard FT", seed, f"{ft}/ft", EN_FR, rule="never"),
+            Evaluation("en_fr", "prompt tuning", seed, f"{promot}/stage1", EN_FR),
             Evaluation("en_fr", "ProMoT", seed, f"{promot}/stage2", EN_FR),
         ]
     dmt_exps, dmt_evals = _dmt(s, base, seed, root)
