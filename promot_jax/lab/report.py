@@ -63,24 +63,31 @@ def curve_records(out: Path, exp: Experiment) -> list[dict]:
     return records
 
 
-def _series(records, key):
-    pts = [(r["step"], r[key]) for r in records if key in r]
+def _series(records, key, offset: int = 0):
+    pts = [(r["step"] + offset, r[key]) for r in records if key in r]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
 def plot_curves(curves: Mapping[str, list], out: Path, stage1_steps: int) -> list[str]:
-    """Figures 1/2 (leak and RTE accuracy vs steps) and 7 (gradient alignment vs steps)."""
+    """Figures 1/2 (leak and RTE accuracy vs steps) and 7 (gradient alignment vs steps).
+
+    Standard FT is shifted by `stage1_steps`, so trunk training (FT, ProMoT stage 2) starts at
+    the dotted line for both methods; before it, ProMoT's stage 1 trains only the prompt.
+    """
     plt = plots._pyplot()
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    shift = {label: stage1_steps if label == "standard FT" else 0 for label in curves}
     for label, records in curves.items():
         for key, ls in zip(LEAK_KEYS, ("-", "--"), strict=True):
             task = key.split("/")[1].replace("toy_", "").replace("_1shot", "")
-            axes[0].plot(*_series(records, key), ls, marker="o", ms=3, label=f"{label}: {task}")
-        axes[1].plot(*_series(records, TARGET_KEY), marker="o", ms=3, label=label)
+            axes[0].plot(
+                *_series(records, key, shift[label]), ls, marker="o", ms=3, label=f"{label}: {task}"
+            )
+        axes[1].plot(*_series(records, TARGET_KEY, shift[label]), marker="o", ms=3, label=label)
     for ax in axes:
         ax.axvline(stage1_steps, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("training step (ProMoT: stage 1 then stage 2 after the dotted line)")
+        ax.set_xlabel("step (dotted: trunk training starts; before it ProMoT stage 1)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("format leak % (outputs True/False)")
@@ -100,7 +107,7 @@ def plot_curves(curves: Mapping[str, list], out: Path, stage1_steps: int) -> lis
                 *_series(records, key), ls, marker="o", ms=3, label=f"{label}: {key.split('/')[1]}"
             )
     ax.axvline(stage1_steps, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("training step")
+    ax.set_xlabel("step (dotted: trunk training starts; before it ProMoT stage 1)")
     ax.set_ylabel("cos(grad, grad with shuffled labels)")
     ax.set_title("Fig. 7 analog: gradient alignment, last decoder layer")
     ax.grid(alpha=0.3)
