@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="reduced lab (~2 minutes, for CI)")
     parser.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     parser.add_argument(
-        "--base", default=None, help="base params dir (default: the shipped promot_jax/lab/base_model)"
+        "--base",
+        default=None,
+        help="base params dir (default: the shipped promot_jax/lab/base_model)",
     )
     parser.add_argument("--steps", type=int, default=None, help="pretrain: number of steps")
     parser.add_argument(
