@@ -74,8 +74,12 @@ def register_math_jsonl(path: str, name: str = "promot_gsm8k_rft") -> seqio.Task
     """A math JSONL ({question, answer}, e.g. GSM8K RFT) as a `math` task."""
     records = []
     for line, row in sources.read_jsonl_rows(path):
-        records.append({"question": sources.require_field(row, "question", path, line),
-                        "answer": sources.require_field(row, "answer", path, line)})
+        records.append(
+            {
+                "question": sources.require_field(row, "question", path, line),
+                "answer": sources.require_field(row, "answer", path, line),
+            }
+        )
     return _jsonl_task(name, "math", records, "math_accuracy", f"math JSONL {path}")
 
 

@@ -100,9 +100,16 @@ def read_code_alpaca(path: str) -> list[dict[str, str]]:
     return records
 
 
-_SPEAKERS = {"human": "User", "user": "User", "gpt": "Assistant", "assistant": "Assistant",
-             "chatgpt": "Assistant", "bard": "Assistant", "bing": "Assistant",
-             "system": "System"}
+_SPEAKERS = {
+    "human": "User",
+    "user": "User",
+    "gpt": "Assistant",
+    "assistant": "Assistant",
+    "chatgpt": "Assistant",
+    "bard": "Assistant",
+    "bing": "Assistant",
+    "system": "System",
+}
 
 
 def read_sharegpt(path: str) -> list[dict[str, str]]:

@@ -64,9 +64,7 @@ class Template:
         return self.input_format.format(**{f: fields[f] for f in self.fields})
 
 
-def with_shots(
-    query_input: str, demos: Sequence[tuple[str, str]], sentinel: bool = False
-) -> str:
+def with_shots(query_input: str, demos: Sequence[tuple[str, str]], sentinel: bool = False) -> str:
     """Python reference of the k-shot layout: demonstrations, then the query."""
     pieces = [f"{inp} {tgt}" for inp, tgt in demos] + [query_input]
     text = SHOT_SEPARATOR.join(pieces)
@@ -107,8 +105,18 @@ GENERAL = Template("general", "{dialogue} Assistant:")
 
 TEMPLATES: dict[str, Template] = {
     t.family: t
-    for t in (ENTAILMENT2, ENTAILMENT3, WIC, MCQA, QA, TRANSLATION, SUMMARIZATION, MATH, CODE,
-              GENERAL)
+    for t in (
+        ENTAILMENT2,
+        ENTAILMENT3,
+        WIC,
+        MCQA,
+        QA,
+        TRANSLATION,
+        SUMMARIZATION,
+        MATH,
+        CODE,
+        GENERAL,
+    )
 }
 # Families scored on the first word of the output against a closed label set.
 CLASSIFICATION_FAMILIES = frozenset(f for f, t in TEMPLATES.items() if t.labels)

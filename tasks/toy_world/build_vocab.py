@@ -73,8 +73,12 @@ def train_model(lines: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> bytes
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=TOY_VOCAB_PATH, help="where to write the .model file")
-    parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
-                        help="pieces, without the 100 sentinels SeqIO adds")
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=DEFAULT_VOCAB_SIZE,
+        help="pieces, without the 100 sentinels SeqIO adds",
+    )
     parser.add_argument("--seed", type=int, default=0, help="toy-world seed of the text")
     args = parser.parse_args(argv)
     data = train_model(vocab_training_text(ToyConfig(seed=args.seed)), args.vocab_size)

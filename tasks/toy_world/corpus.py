@@ -42,8 +42,11 @@ def _monolingual(rng: random.Random, world, language: str | None) -> str:
 
 def corpus_sizes(config: ToyConfig = DEFAULT_CONFIG) -> dict[str, int]:
     """Paragraphs per split, known without generating them."""
-    return {"train": max(config.n_train * 2, N_PEOPLE), "validation": config.n_validation,
-            "test": config.n_test}
+    return {
+        "train": max(config.n_train * 2, N_PEOPLE),
+        "validation": config.n_validation,
+        "test": config.n_test,
+    }
 
 
 @functools.lru_cache(maxsize=16)
@@ -120,6 +123,7 @@ def span_corruption_splits(config: ToyConfig = DEFAULT_CONFIG) -> dict[str, list
     out = {}
     for split, paragraphs in corpus_paragraphs(config).items():
         rng = random.Random(f"span-{config.seed}-{split}")
-        out[split] = [dict(zip(("inputs", "targets"), span_corrupt(p, rng), strict=True))
-                      for p in paragraphs]
+        out[split] = [
+            dict(zip(("inputs", "targets"), span_corrupt(p, rng), strict=True)) for p in paragraphs
+        ]
     return out

@@ -59,8 +59,11 @@ def entailment2(rng: random.Random, world: World) -> Record:
     person = rng.choice(world.people)
     relations = rng.sample(list(RELATIONS), rng.randint(1, 3))
     hypothesis, answer = _hypothesis(rng, world, person, rng.choice(relations))
-    return {"premise": _premise(rng, world, person, relations, False), "hypothesis": hypothesis,
-            "answer": answer}
+    return {
+        "premise": _premise(rng, world, person, relations, False),
+        "hypothesis": hypothesis,
+        "answer": answer,
+    }
 
 
 def _entailment3(rng: random.Random, world: World, joined: bool) -> Record:
@@ -72,8 +75,11 @@ def _entailment3(rng: random.Random, world: World, joined: bool) -> Record:
         answer = "Neither"
     else:
         hypothesis, answer = _hypothesis(rng, world, person, rng.choice(relations))
-    return {"premise": _premise(rng, world, person, relations, joined), "hypothesis": hypothesis,
-            "answer": answer}
+    return {
+        "premise": _premise(rng, world, person, relations, joined),
+        "hypothesis": hypothesis,
+        "answer": answer,
+    }
 
 
 def entailment3_cb(rng: random.Random, world: World) -> Record:
@@ -97,8 +103,12 @@ def _wic_words(seed: int) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]],
     return tuple(words)
 
 
-_WIC_FRAMES = ("{p} saw the {w} near the {n}.", "The {w} beside the {n} belongs to {p}.",
-               "{p} talked about the {w} and the {n}.", "Near the {n}, {p} found a {w}.")
+_WIC_FRAMES = (
+    "{p} saw the {w} near the {n}.",
+    "The {w} beside the {n} belongs to {p}.",
+    "{p} talked about the {w} and the {n}.",
+    "Near the {n}, {p} found a {w}.",
+)
 
 
 def wic(rng: random.Random, world: World) -> Record:
@@ -107,9 +117,10 @@ def wic(rng: random.Random, world: World) -> Record:
     same = rng.random() < 0.5
     first = rng.choice((sense_a, sense_b))
     second = first if same else (sense_b if first is sense_a else sense_a)
-    s1, s2 = (rng.choice(_WIC_FRAMES).format(p=rng.choice(world.people), w=word,
-                                             n=rng.choice(senses))
-              for senses in (first, second))
+    s1, s2 = (
+        rng.choice(_WIC_FRAMES).format(p=rng.choice(world.people), w=word, n=rng.choice(senses))
+        for senses in (first, second)
+    )
     return {"sentence1": s1, "sentence2": s2, "word": word, "answer": "True" if same else "False"}
 
 
@@ -117,8 +128,11 @@ def _qa(relations: tuple[str, ...]) -> Callable[[random.Random, World], Record]:
     def generate(rng: random.Random, world: World) -> Record:
         person, relation = rng.choice(world.people), rng.choice(relations)
         answer = world.facts[person][relation]
-        return {"question": RELATIONS[relation][1].format(p=person), "answer": answer,
-                "answers": [answer]}
+        return {
+            "question": RELATIONS[relation][1].format(p=person),
+            "answer": answer,
+            "answers": [answer],
+        }
 
     generate.__doc__ = f"Closed-book QA over the fact base ({', '.join(relations)})."
     return generate
@@ -140,16 +154,29 @@ def mcqa(rng: random.Random, world: World) -> Record:
 def _translation(language: str) -> Callable[[random.Random, World], Record]:
     def generate(rng: random.Random, world: World) -> Record:
         words = english_sentence(rng, world)
-        return {"source_language": "English", "target_language": language,
-                "sentence": sentence_text(words),
-                "answer": sentence_text(translate(words, world.languages[language]))}
+        return {
+            "source_language": "English",
+            "target_language": language,
+            "sentence": sentence_text(words),
+            "answer": sentence_text(translate(words, world.languages[language])),
+        }
 
     generate.__doc__ = f"English -> toy {language}: lexicon lookup plus a word-order rule."
     return generate
 
 
-_PAST = ("visited", "built", "found", "sold", "painted", "cleaned", "opened", "carried",
-         "followed", "helped")
+_PAST = (
+    "visited",
+    "built",
+    "found",
+    "sold",
+    "painted",
+    "cleaned",
+    "opened",
+    "carried",
+    "followed",
+    "helped",
+)
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -173,8 +200,10 @@ _STEP_VERBS = ("take", "find", "clean", "open", "paint", "carry", "draw", "visit
 
 def howto_summary(rng: random.Random, world: World) -> Record:
     """WikiLingua analog: numbered how-to steps; summary = the goal, first and last step."""
-    goal = f"{rng.choice(('build', 'paint', 'sell', 'find'))} a {rng.choice(ADJECTIVES)} " \
-           f"{rng.choice(NOUNS)}"
+    goal = (
+        f"{rng.choice(('build', 'paint', 'sell', 'find'))} a {rng.choice(ADJECTIVES)} "
+        f"{rng.choice(NOUNS)}"
+    )
     steps = [f"{rng.choice(_STEP_VERBS)} the {rng.choice(NOUNS)}" for _ in range(rng.randint(3, 5))]
     if rng.random() < 0.5:
         steps.insert(rng.randrange(1, len(steps)), f"ask {rng.choice(world.people)} for help")

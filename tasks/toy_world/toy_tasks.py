@@ -87,8 +87,11 @@ def register_toy_tasks(config: ToyConfig, prefix: str, output_features) -> list[
         output_features=output_features,
     )
     description = f"word-level span corruption (seed {config.seed})"
-    catalogue.add(catalogue.TaskInfo(name, "span_corruption", None, None, False, toy=True,
-                                     description=description))
+    catalogue.add(
+        catalogue.TaskInfo(
+            name, "span_corruption", None, None, False, toy=True, description=description
+        )
+    )
     return names + [name]
 
 
@@ -101,8 +104,9 @@ def pretraining_members(prefix: str) -> list[tuple[str, float]]:
     return members
 
 
-def register_toy_world(config: ToyConfig = DEFAULT_CONFIG, prefix: str = "toy",
-                       output_features=None) -> list[str]:
+def register_toy_world(
+    config: ToyConfig = DEFAULT_CONFIG, prefix: str = "toy", output_features=None
+) -> list[str]:
     """Registers all toy tasks and mixtures under `prefix`; returns their names."""
     features = output_features or toy_output_features()
     names = register_toy_tasks(config, prefix, features)

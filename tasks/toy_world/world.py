@@ -13,19 +13,49 @@ import random
 
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
-JOBS = ("baker", "farmer", "doctor", "teacher", "painter", "sailor", "singer", "tailor",
-        "miner", "judge", "pilot", "nurse", "cook", "poet", "hunter", "weaver")
-PETS = ("cat", "dog", "horse", "goat", "parrot", "rabbit", "fox", "owl", "turtle", "duck",
-        "mouse", "sheep")
-COLORS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple", "brown",
-          "grey")
+JOBS = (
+    "baker",
+    "farmer",
+    "doctor",
+    "teacher",
+    "painter",
+    "sailor",
+    "singer",
+    "tailor",
+    "miner",
+    "judge",
+    "pilot",
+    "nurse",
+    "cook",
+    "poet",
+    "hunter",
+    "weaver",
+)
+PETS = (
+    "cat",
+    "dog",
+    "horse",
+    "goat",
+    "parrot",
+    "rabbit",
+    "fox",
+    "owl",
+    "turtle",
+    "duck",
+    "mouse",
+    "sheep",
+)
+COLORS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple", "brown", "grey")
 # Relations of the fact base: (key, statement, question, negated statement).
 RELATIONS = {
     "city": ("{p} lives in {v}.", "Where does {p} live?", "{p} does not live in {v}."),
     "job": ("{p} works as a {v}.", "What is the job of {p}?", "{p} is not a {v}."),
     "pet": ("{p} owns a {v}.", "Which animal does {p} own?", "{p} does not own a {v}."),
-    "color": ("{p} likes the color {v}.", "Which color does {p} like?",
-              "{p} does not like the color {v}."),
+    "color": (
+        "{p} likes the color {v}.",
+        "Which color does {p} like?",
+        "{p} does not like the color {v}.",
+    ),
 }
 # A second wording of each statement, so hypotheses are not copies of premises.
 PARAPHRASES = {
@@ -36,13 +66,72 @@ PARAPHRASES = {
 }
 
 # The English side of the translation families: a closed lexicon and a grammar.
-NOUNS = ("cat", "dog", "house", "river", "tree", "boat", "bird", "road", "child", "market",
-         "bridge", "garden", "window", "table", "letter", "horse", "mountain", "forest",
-         "village", "king", "farmer", "stone", "door", "apple", "book", "song", "lamp", "field")
-ADJECTIVES = ("red", "small", "big", "old", "young", "green", "quiet", "happy", "dark",
-              "bright", "cold", "warm", "tall", "new", "strange", "blue")
-VERBS = ("sees", "likes", "finds", "builds", "carries", "paints", "follows", "opens",
-         "watches", "helps", "sells", "visits", "cleans", "draws", "hears", "takes")
+NOUNS = (
+    "cat",
+    "dog",
+    "house",
+    "river",
+    "tree",
+    "boat",
+    "bird",
+    "road",
+    "child",
+    "market",
+    "bridge",
+    "garden",
+    "window",
+    "table",
+    "letter",
+    "horse",
+    "mountain",
+    "forest",
+    "village",
+    "king",
+    "farmer",
+    "stone",
+    "door",
+    "apple",
+    "book",
+    "song",
+    "lamp",
+    "field",
+)
+ADJECTIVES = (
+    "red",
+    "small",
+    "big",
+    "old",
+    "young",
+    "green",
+    "quiet",
+    "happy",
+    "dark",
+    "bright",
+    "cold",
+    "warm",
+    "tall",
+    "new",
+    "strange",
+    "blue",
+)
+VERBS = (
+    "sees",
+    "likes",
+    "finds",
+    "builds",
+    "carries",
+    "paints",
+    "follows",
+    "opens",
+    "watches",
+    "helps",
+    "sells",
+    "visits",
+    "cleans",
+    "draws",
+    "hears",
+    "takes",
+)
 PREPOSITIONS = ("near", "behind", "under", "above", "beside", "inside")
 DETERMINERS = ("the", "a")
 ENGLISH_WORDS = NOUNS + ADJECTIVES + VERBS + PREPOSITIONS + DETERMINERS
@@ -82,8 +171,9 @@ class World:
         return {"city": self.cities, "job": JOBS, "pet": PETS, "color": COLORS}[relation]
 
 
-def pseudo_word(rng: random.Random, syllables: int, alphabet: tuple[str, str] = (CONSONANTS,
-                                                                                VOWELS)) -> str:
+def pseudo_word(
+    rng: random.Random, syllables: int, alphabet: tuple[str, str] = (CONSONANTS, VOWELS)
+) -> str:
     """A pronounceable made-up word of CV syllables."""
     cons, vows = alphabet
     return "".join(rng.choice(cons) + rng.choice(vows) for _ in range(syllables))
@@ -112,13 +202,20 @@ def make_world(seed: int = 0, n_people: int = N_PEOPLE, n_cities: int = 40) -> W
     """Builds the world of `seed`; the same seed always gives the same world."""
     rng = random.Random(f"world-{seed}")
     taken: set[str] = set(ENGLISH_WORDS)
-    people = tuple(w.capitalize() for w in _unique_words(rng, n_people, 2, 3,
-                                                         (CONSONANTS, VOWELS), taken))
-    cities = tuple(w.capitalize() for w in _unique_words(rng, n_cities, 2, 3,
-                                                         ("bdgklmnprstvz", "aeiou"), taken))
+    people = tuple(
+        w.capitalize() for w in _unique_words(rng, n_people, 2, 3, (CONSONANTS, VOWELS), taken)
+    )
+    cities = tuple(
+        w.capitalize()
+        for w in _unique_words(rng, n_cities, 2, 3, ("bdgklmnprstvz", "aeiou"), taken)
+    )
     facts = {
-        p: {"city": rng.choice(cities), "job": rng.choice(JOBS), "pet": rng.choice(PETS),
-            "color": rng.choice(COLORS)}
+        p: {
+            "city": rng.choice(cities),
+            "job": rng.choice(JOBS),
+            "pet": rng.choice(PETS),
+            "color": rng.choice(COLORS),
+        }
         for p in people
     }
     languages = {}
