@@ -33,15 +33,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="promot-jax",
         description="ProMoT / DMT format-preserving fine-tuning of mT5 (JAX/Flax).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     argv = sys.argv[1:] if argv is None else argv
     # Only the chosen command's module is imported; the others get a stub parser.
+    # Without a command (`promot-jax --help`) every module is loaded for its help line.
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name in COMMANDS:
         if name == chosen:
             module = _load(name)
             p = sub.add_parser(name, help=module.HELP, description=module.HELP)
             module.add_arguments(p)
+        elif chosen is None:
+            sub.add_parser(name, help=_load(name).HELP, add_help=False)
         else:
             sub.add_parser(name, add_help=False)
     return parser

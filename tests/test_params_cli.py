@@ -38,3 +38,13 @@ def test_prompt_adds_p_times_d_and_is_listed(capsys):
 def test_unknown_size_lists_valid_ones(capsys):
     assert cli.main(["params", "--size", "huge"]) == 2
     assert "valid sizes: tiny, small, base, large, xl, xxl" in capsys.readouterr().err
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+    assert "run every stage of an experiment" in out
