@@ -33,7 +33,7 @@ def test_monitor_and_alignment_run_inside_a_training_stage(tmp_path):
         eval_batches=1,
         save_every=100,
         log_every=1,
-        best_metric="probe/target/toy_rte/accuracy",
+        best_metric="probe/target/score",
         best_mode="max",
     )
     train.train_stage(cfg, eval_fn=eval_fn)
@@ -43,6 +43,7 @@ def test_monitor_and_alignment_run_inside_a_training_stage(tmp_path):
     for r in evals:
         for key in (
             "probe/target/toy_rte/accuracy",
+            "probe/target/score",
             "probe/toy_triviaqa_1shot/exact_match",
             "probe/toy_triviaqa_1shot/leak",
             "probe/toy_wmt16_en_de_1shot/bleu",
@@ -52,6 +53,7 @@ def test_monitor_and_alignment_run_inside_a_training_stage(tmp_path):
         ):
             assert math.isfinite(r[key]), key
         assert -1.0 <= r["grad_align/mlp"] <= 1.0
+        assert r["probe/target/score"] == r["probe/target/toy_rte/accuracy"]
     # Stage 1 freezes the trunk: with the prompt removed, other tasks decode identically.
     assert (
         evals[0]["probe/toy_wmt16_en_de_1shot/bleu"] == evals[1]["probe/toy_wmt16_en_de_1shot/bleu"]
@@ -100,5 +102,20 @@ def test_gin_file_binds_the_monitor_as_the_experiments_eval_fn():
         bound = gin.query_parameter("experiment.run_experiment.eval_fn")
         assert "training_monitor" in str(bound)
         assert gin.query_parameter("monitor.training_monitor.target") is not None
+    finally:
+        gin.clear_config()
+
+
+def test_keep_best_on_target_overlay_binds_the_target_score():
+    import gin
+    from promot_jax import gin_config
+
+    gin_config.parse(
+        ["test/tiny_promot_toy.gin", "local/keep_best_on_target.gin"], ["RUN_DIR = '/unused'"]
+    )
+    try:
+        assert gin.query_parameter("train.StageConfig.best_metric") == "probe/target/score"
+        assert gin.query_parameter("train.StageConfig.best_mode") == "max"
+        assert "training_monitor" in str(gin.query_parameter("experiment.run_experiment.eval_fn"))
     finally:
         gin.clear_config()

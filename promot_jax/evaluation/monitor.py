@@ -8,6 +8,8 @@ metrics.jsonl, and `plots.plot_training_curves` turns them into the paper's
 Figures 1, 2 and 7. Scalar names:
 
   probe/target/<task>/<metric>   the fine-tuned task (prompt on when the model has one)
+  probe/target/score             the same, under its own metric: a task-agnostic name
+                                 for `StageConfig.best_metric` (keep best on the target)
   probe/<task>/<metric>          another task (prompt off under the paper's rule)
   probe/<task>/leak              % of its outputs in the target's label set
   probe/leak_mean                mean of those leak rates
@@ -126,6 +128,8 @@ def training_monitor(
             prefix = f"probe/target/{entry.task}" if entry.is_target else f"probe/{entry.task}"
             for name, value in result["scores"].items():
                 scalars[f"{prefix}/{name}"] = value
+                if entry.is_target and name == entry.info.metric:
+                    scalars["probe/target/score"] = value
             if result["leak_rate"] is not None:
                 scalars[f"{prefix}/leak"] = result["leak_rate"]
                 leaks.append(result["leak_rate"])
