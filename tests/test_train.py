@@ -298,3 +298,17 @@ def test_batch_not_divisible_by_the_data_axis_names_the_numbers():
 
     with pytest.raises(ValueError, match="batch size 6 is not divisible by the mesh's data axis"):
         sharding.check_batch_size(6, SimpleNamespace(shape={"data": 4, "model": 2}))
+
+
+def test_multitask_gin_uses_per_task_prompts():
+    import gin
+
+    from promot_jax import gin_config
+
+    gin_config.parse(["test/tiny_multitask_promot_toy.gin"], ["RUN_DIR = '/unused'"])
+    try:
+        assert gin.query_parameter("stage1/train.StageConfig.method") == "multitask_promot_stage1"
+        assert gin.query_parameter("stage2/train.StageConfig.method") == "multitask_promot_stage2"
+        assert gin.query_parameter("network.mt5_config.num_prompts") == 2
+    finally:
+        gin.clear_config()
