@@ -302,7 +302,6 @@ def test_batch_not_divisible_by_the_data_axis_names_the_numbers():
 
 def test_multitask_gin_uses_per_task_prompts():
     import gin
-
     from promot_jax import gin_config
 
     gin_config.parse(["test/tiny_multitask_promot_toy.gin"], ["RUN_DIR = '/unused'"])
