@@ -60,28 +60,12 @@ def run_experiment(
             previous = train.train_stage(stage_cfg, eval_fn=eval_fn)
             results[name] = previous
         else:
-            previous = _finished_result(stage_cfg)
+            previous = train.finished_result(stage_cfg)
+            if previous is None:
+                raise ValueError(
+                    f"stage {name} has not finished ({stage_cfg.run_dir} has no final export); "
+                    "run it first"
+                )
         if name == only:
             break
     return results
-
-
-def _finished_result(stage: StageConfig) -> StageResult:
-    """The outputs of a stage that already ran (for `only=`): its exports must exist."""
-    run_dir = Path(stage.run_dir)
-    final = run_dir / "final_params"
-    if not final.exists():
-        raise ValueError(
-            f"stage {run_dir.name} has not finished ({final} is missing); run it first"
-        )
-    prompt = run_dir / "prompt.npy"
-    best_prompt = run_dir / "best_prompt.npy"
-    return StageResult(
-        run_dir,
-        stage.steps,
-        final,
-        run_dir / "best_params",
-        prompt if prompt.exists() else None,
-        best_prompt if best_prompt.exists() else None,
-        {},
-    )

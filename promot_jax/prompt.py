@@ -63,15 +63,17 @@ class SoftPrompt(nn.Module):
 
 
 def per_task(init: PromptInit, num_tasks: int) -> PromptInit:
-    """`[T, P, d]` from a `[P, d]` initialiser, each task with its own rng (a `[T, P, d]`
-    array from `from_array` / `from_file` is taken as is)."""
+    """`[T, P, d]` from a `[P, d]` initialiser, each task with its own rng.
+
+    Initialisers of a whole table (`from_array` / `from_file`, marked
+    `whole_table`) are called once with the full shape, which they check.
+    """
+    if getattr(init, "whole_table", False):
+        return init
 
     def fn(rng, shape, dtype=jnp.float32):
-        try:
-            return init(rng, shape, dtype)  # initialisers that understand [T, P, d]
-        except ValueError:
-            keys = jax.random.split(rng, num_tasks)
-            return jnp.stack([init(k, tuple(shape[1:]), dtype) for k in keys])
+        keys = jax.random.split(rng, num_tasks)
+        return jnp.stack([init(k, tuple(shape[1:]), dtype) for k in keys])
 
     return fn
 
@@ -173,6 +175,7 @@ def from_array(array: np.ndarray) -> PromptInit:
             )
         return jnp.asarray(array, dtype)
 
+    init.whole_table = True  # a fixed [P, d] or [T, P, d] table, see per_task
     return init
 
 

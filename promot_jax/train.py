@@ -23,6 +23,7 @@ Run directory layout:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -273,8 +274,32 @@ def _export(run_dir: Path, params: dict, which: str, with_prompt: bool):
     return params_path, prompt_path
 
 
+def finished_result(cfg: StageConfig) -> StageResult | None:
+    """The outputs of a stage whose run directory already holds its final export, else None."""
+    run_dir = Path(cfg.run_dir)
+    final = run_dir / EXPORT_NAMES["final"][0]
+    if not final.exists():
+        return None
+    has_prompt = methods.get_method(cfg.method).has_prompt
+    prompt = run_dir / EXPORT_NAMES["final"][1]
+    best_prompt = run_dir / EXPORT_NAMES["best"][1]
+    return StageResult(
+        run_dir,
+        cfg.steps,
+        final,
+        run_dir / EXPORT_NAMES["best"][0],
+        prompt if has_prompt else None,
+        best_prompt if has_prompt else None,
+        {},
+    )
+
+
 def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
-    """Runs (or resumes) one stage and returns where its outputs are."""
+    """Runs (or resumes) one stage and returns where its outputs are.
+
+    A stage that already finished (final export present, latest checkpoint at
+    `steps`) is not rebuilt: its outputs are returned as they are.
+    """
     method = methods.get_method(cfg.method)
     if PREVIOUS_STAGE in (cfg.prompt_file, cfg.init_checkpoint):
         raise ValueError(
@@ -284,6 +309,14 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     if not cfg.run_dir:
         raise ValueError("StageConfig.run_dir is empty; give the stage a run directory")
     run_dir = _check_run_dir(cfg)
+    done_already = finished_result(cfg)
+    if done_already is not None:
+        # `steps` may have been raised since: then the stage goes on training.
+        probe = ocp.CheckpointManager((run_dir / "checkpoints").absolute())
+        latest = probe.latest_step()
+        probe.close()
+        if latest == cfg.steps:
+            return done_already
     mesh = sharding.make_mesh(cfg.mesh_data, cfg.mesh_model)
     sharding.check_batch_size(cfg.batch_size, mesh)
 
@@ -342,25 +375,31 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
     base_rng = jax.random.key(cfg.seed)
 
+    eval_batches: list[dict] = []  # the same fixed batches at every evaluation, read once
+
     def evaluate(step: int) -> dict[str, float]:
+        if not eval_batches:
+            eval_batches.extend(
+                itertools.islice(
+                    batches.batch_iterator(
+                        cfg.mixture,
+                        cfg.eval_split,
+                        cfg.feature_lengths,
+                        cfg.batch_size,
+                        shuffle=False,
+                        repeat=False,
+                        task_id_token=task_ids,
+                    ),
+                    cfg.eval_batches,
+                )
+            )
         params = methods.merge(trainable, frozen)
-        totals, n = {"loss": 0.0, "accuracy": 0.0}, 0
-        for batch in batches.batch_iterator(
-            cfg.mixture,
-            cfg.eval_split,
-            cfg.feature_lengths,
-            cfg.batch_size,
-            shuffle=False,
-            repeat=False,
-            task_id_token=task_ids,
-        ):
+        totals = {"loss": 0.0, "accuracy": 0.0}
+        for batch in eval_batches:
             loss, aux = eval_step(params, sharding.global_batch(batch, mesh))
             totals["loss"] += float(loss)
             totals["accuracy"] += float(aux["accuracy"])
-            n += 1
-            if n >= cfg.eval_batches:
-                break
-        scores = {f"eval/{k}": v / max(n, 1) for k, v in totals.items()}
+        scores = {f"eval/{k}": v / max(len(eval_batches), 1) for k, v in totals.items()}
         if eval_fn is not None:
             scores.update(eval_fn(params, step))
         return scores
@@ -422,8 +461,6 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     final_params, prompt_path = _export(
         run_dir, methods.merge(trainable, frozen), "final", method.has_prompt
     )
-    if not best:  # resumed after the last step: nothing new to compare
-        best = {"step": cfg.steps}
     best_params = run_dir / "best_params"
     best_prompt = run_dir / "best_prompt.npy" if method.has_prompt else None
     if not best_params.exists():

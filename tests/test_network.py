@@ -291,3 +291,15 @@ def test_per_task_prompts_pick_each_example_s_task():
     single_params["encoder"]["prompt"]["prompt"] = params["encoder"]["prompt"]["prompt"][0]
     ref = forward(network.Transformer(single), single_params, enc[:1, 1:], tgt[:1])
     np.testing.assert_allclose(logits[:1], ref, atol=1e-5)
+
+
+def test_per_task_prompts_from_a_file_need_the_whole_table(tmp_path):
+    table = np.random.default_rng(0).normal(size=(2, 3, 64)).astype(np.float32)
+    path = prompt.save_prompt_file(table, tmp_path / "prompts.npy")
+    cfg = tiny(prompt_length=3, num_prompts=2, prompt_init=prompt.from_file(path))
+    params = network.init_params(cfg, jax.random.key(0))
+    np.testing.assert_array_equal(params["encoder"]["prompt"]["prompt"], table)
+    one = prompt.save_prompt_file(table[0], tmp_path / "one.npy")
+    wrong = tiny(prompt_length=3, num_prompts=2, prompt_init=prompt.from_file(one))
+    with pytest.raises(ValueError, match=r"\(3, 64\) but the model expects \(2, 3, 64\)"):
+        network.init_params(wrong, jax.random.key(0))

@@ -122,6 +122,13 @@ def test_tiny_promot_experiment_end_to_end(tmp_path):
     np.testing.assert_array_equal(get(final1), np.asarray(get(init)))
     assert not np.array_equal(get(final2), get(final1))
 
+    # Rerunning the finished experiment reuses both stages without rewriting anything.
+    stamps = {p: p.stat().st_mtime_ns for p in (s1 / "final_params", s2 / "prompt.npy")}
+    assert (
+        cli.main(["run", "--gin_file=test/tiny_promot_toy.gin", f"--gin.RUN_DIR='{run_dir}'"]) == 0
+    )
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
 
 def _train_cmd(run_dir, *extra):
     return [
