@@ -5,7 +5,7 @@ so it is the same on every host). For each query, `k` pool entries are chosen
 by a stateless random draw seeded with (seed, hash of the query input), so the
 choice depends only on the query text, not on its position, shard or epoch.
 Entries whose input equals the query's are never chosen; the chosen
-demonstrations appear in pool order, then the query (see templates.with_shots).
+demonstrations appear in pool order, then the query.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -61,7 +62,7 @@ def with_task_id(task_name: str, task_id: int, new_name: str) -> seqio.Task:
     )
     info = catalogue.CATALOGUE.get(task_name)
     if info is not None:
-        catalogue.add(catalogue.TaskInfo(**{**info.__dict__, "name": new_name}))
+        catalogue.add(dataclasses.replace(info, name=new_name))
     return new
 
 

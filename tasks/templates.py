@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 SHOT_SEPARATOR = " "
 SENTINEL_SUFFIX = " <extra_id_0>"
@@ -62,13 +62,6 @@ class Template:
                 f"template {self.family!r} needs fields {list(self.fields)}; missing {missing}"
             )
         return self.input_format.format(**{f: fields[f] for f in self.fields})
-
-
-def with_shots(query_input: str, demos: Sequence[tuple[str, str]], sentinel: bool = False) -> str:
-    """Python reference of the k-shot layout: demonstrations, then the query."""
-    pieces = [f"{inp} {tgt}" for inp, tgt in demos] + [query_input]
-    text = SHOT_SEPARATOR.join(pieces)
-    return text + SENTINEL_SUFFIX if sentinel else text
 
 
 ENTAILMENT2 = Template(

@@ -11,6 +11,8 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
+import torch  # test dependencies: a missing one must fail, not skip
+import transformers
 
 from promot_jax import checkpoints, cli, network
 from promot_jax.checkpoints import (
@@ -148,8 +150,6 @@ def test_load_prompt_from_each_format(tmp_path, params):
 @pytest.fixture(scope="module")
 def hf_mt5(tmp_path_factory):
     """A tiny random MT5 with an untied lm_head (as the public mT5), saved offline."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     model = transformers.MT5ForConditionalGeneration(
         transformers.MT5Config(**HF_ARCH, num_decoder_layers=3, feed_forward_proj="gated-gelu")
@@ -195,7 +195,6 @@ def test_transformers_import_places_every_weight(hf_mt5):
 
 
 def test_transformers_pytorch_bin_and_shards_read_the_same(tmp_path, hf_mt5):
-    torch = pytest.importorskip("torch")
     directory, state = hf_mt5
     config = checkpoints.t5x_config_from_transformers(directory)
     want = checkpoints.load_params(directory, config)
@@ -220,7 +219,6 @@ def test_transformers_pytorch_bin_and_shards_read_the_same(tmp_path, hf_mt5):
 
 
 def test_transformers_tied_heads(tmp_path):
-    transformers = pytest.importorskip("transformers")
     # mT5 as transformers 5.x builds it: lm_head tied to shared, not saved, not rescaled.
     mt5 = transformers.MT5ForConditionalGeneration(transformers.MT5Config(**HF_ARCH))
     mt5.save_pretrained(tmp_path / "mt5")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (test dependencies: a missing one must fail, not skip)
+import transformers  # noqa: E402
 
 from promot_jax import checkpoints, decoding, network  # noqa: E402
 

@@ -28,7 +28,7 @@ from promot_jax.checkpoints import (
 from promot_jax.checkpoints.orbax_params import save_params
 from promot_jax.checkpoints.transformers_mt5 import t5x_config_from_transformers
 
-PROMPT_PATH = "encoder/prompt/prompt"
+PROMPT_PATH = param_tree.PROMPT_PATH
 
 __all__ = [
     "PROMPT_PATH",

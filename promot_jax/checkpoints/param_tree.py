@@ -85,6 +85,9 @@ def match_config(
     return out
 
 
+PROMPT_PATH = "encoder/prompt/prompt"
+
+
 def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
     """A filler that takes missing parameters from the config's initialisers.
 
@@ -97,7 +100,7 @@ def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
     cache: dict[str, Any] = {}
 
     def fill(path: str, want: jax.ShapeDtypeStruct):
-        if path == "encoder/prompt/prompt":
+        if path == PROMPT_PATH:
             init = config.prompt_init or prompt_lib.uniform(0.5)
             if config.num_prompts > 1:
                 init = prompt_lib.per_task(init, config.num_prompts)
@@ -113,7 +116,7 @@ def prompt_filler(prompt: Any) -> Filler:
     """A filler that supplies `encoder/prompt/prompt` from a given `[P, d]` array."""
 
     def fill(path: str, want: jax.ShapeDtypeStruct):
-        if path != "encoder/prompt/prompt":
+        if path != PROMPT_PATH:
             raise ValueError(f"prompt_filler only fills encoder/prompt/prompt, not {path}")
         value = np.asarray(prompt)
         if value.shape != tuple(want.shape):
