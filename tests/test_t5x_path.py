@@ -166,10 +166,22 @@ def _imports_t5x(path: Path) -> bool:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "t5x" for a in node.names):
             return True
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            top = node.module.split(".")[0]
-            return top == "t5x" or node.module.startswith("promot_jax.t5x")
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and (node.module.split(".")[0] == "t5x" or node.module.startswith("promot_jax.t5x"))
+        ):
+            return True
     return False
+
+
+def test_the_t5x_import_check_sees_from_imports_after_future_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("from __future__ import annotations\nfrom t5x import models\n")
+    assert _imports_t5x(source)
+    source.write_text("from __future__ import annotations\nimport numpy\n")
+    assert not _imports_t5x(source)
 
 
 def test_only_the_t5x_package_imports_t5x():

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from promot_jax import losses, network
+from promot_jax import network, train
 
 TARGET_SIDE = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights")
 PARTS = {
@@ -64,17 +64,7 @@ def make_alignment_fn(config: network.T5Config):
     def grads(layer_params, params, batch):
         def loss_fn(layer_params):
             decoder = {**params["decoder"], layer: layer_params}
-            logits = model.apply(
-                {"params": {**params, "decoder": decoder}},
-                batch["encoder_input_tokens"],
-                batch["decoder_input_tokens"],
-                batch["decoder_target_tokens"],
-                enable_dropout=False,
-            )
-            loss, _ = losses.cross_entropy(
-                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-            )
-            return loss
+            return train.batch_loss(model, {**params, "decoder": decoder}, batch)[0]
 
         return jax.grad(loss_fn)(layer_params)
 
@@ -83,10 +73,7 @@ def make_alignment_fn(config: network.T5Config):
         g, g_shuffled = grads(layer_params, params, batch), grads(layer_params, params, shuffled)
         out = {}
         for part, path in PARTS.items():
-            a, b = g, g_shuffled
-            for name in path:
-                a, b = a[name], b[name]
-            out[part] = _cosine(a, b)
+            out[part] = _cosine(_pick(g, path), _pick(g_shuffled, path))
         out["all"] = _cosine(
             {p: _pick(g, PARTS[p]) for p in PARTS}, {p: _pick(g_shuffled, PARTS[p]) for p in PARTS}
         )
