@@ -1,8 +1,9 @@
 """Training and evaluation batches from the SeqIO registry, one host's share at a time.
 
-Examples go through seqio's `EncDecFeatureConverter` without packing (a soft prompt
-cannot be packed), are batched with a fixed shape, and can start at any batch
-index, so a resumed run sees exactly the batches an uninterrupted one would.
+Examples go through seqio's `EncDecFeatureConverter`, unpacked by default (a soft
+prompt cannot be packed) or packed for prompt-free stages such as pretraining, are
+batched with a fixed shape, and can start at any batch index, so a resumed run sees
+exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FEATURES = (
     "decoder_target_tokens",
     "decoder_loss_weights",
 )
+PACKED_FEATURES = ("encoder_segment_ids", "decoder_segment_ids")
 
 
 def _get_mixture_or_task(name: str):
@@ -62,12 +64,14 @@ def batch_iterator(
     start_batch: int = 0,
     repeat: bool = True,
     task_id_token: bool = False,
+    pack: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """This process's rows of each global batch, as numpy arrays keyed by FEATURES.
 
     With `task_id_token` (multi-task ProMoT) each example's `task_id` feature is
     prepended to its encoder input, which the network reads as the prompt index;
-    the input length grows by one so no token is lost.
+    the input length grows by one so no token is lost. With `pack`, several examples
+    share a row (seqio's packing) and the batch carries their segment ids.
     """
     import seqio
     import tensorflow as tf
@@ -78,7 +82,9 @@ def batch_iterator(
         raise ValueError(f"batch size {batch_size} is not divisible by {processes} processes")
     local = batch_size // processes
     lengths = dict(feature_lengths)
-    converter = seqio.EncDecFeatureConverter(pack=False)
+    if pack and task_id_token:
+        raise ValueError("packing cannot be combined with per-task prompts (task id tokens)")
+    converter = seqio.EncDecFeatureConverter(pack=pack)
     if task_id_token:
         converter = seqio.PassThroughFeatureConverter()
     ds = seqio.get_dataset(
@@ -104,8 +110,9 @@ def batch_iterator(
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options)
+    keys = FEATURES + (PACKED_FEATURES if pack else ())
     for batch in ds.as_numpy_iterator():
         yield {
             k: np.asarray(batch[k], np.float32 if k == "decoder_loss_weights" else np.int32)
-            for k in FEATURES
+            for k in keys
         }

@@ -77,6 +77,7 @@ class StageConfig:
     mesh_model: int = 1
     seed: int = 0
     train_split: str = "train"
+    pack: bool = False  # several examples per row (prompt-free stages only, e.g. pretraining)
 
     def __post_init__(self):
         method = methods.get_method(self.method)
@@ -98,6 +99,11 @@ class StageConfig:
             )
             raise ValueError(
                 f"method {self.method!r} and num_prompts={self.model.num_prompts} disagree: {fix}"
+            )
+        if self.pack and method.has_prompt:
+            raise ValueError(
+                f"pack=True packs several examples into a row, which method {self.method!r} "
+                "cannot do: its soft prompt would be attached once per row; set pack=False"
             )
         if self.prompt_file and not method.has_prompt:
             raise ValueError(
@@ -136,6 +142,7 @@ class StageConfig:
             "init_checkpoint": self.init_checkpoint,
             "prompt_file": self.prompt_file,
             "seed": self.seed,
+            **({"pack": True} if self.pack else {}),
         }
 
 
@@ -170,6 +177,8 @@ def batch_loss(
         batch["encoder_input_tokens"],
         batch["decoder_input_tokens"],
         batch["decoder_target_tokens"],
+        batch.get("encoder_segment_ids"),
+        batch.get("decoder_segment_ids"),
         enable_dropout=dropout_rng is not None,
         rngs={} if dropout_rng is None else {"dropout": dropout_rng},
     )
@@ -371,6 +380,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         seed=cfg.seed,
         start_batch=consumed,
         task_id_token=task_ids,
+        pack=cfg.pack,
     )
     log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
     base_rng = jax.random.key(cfg.seed)
@@ -389,6 +399,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
                         shuffle=False,
                         repeat=False,
                         task_id_token=task_ids,
+                        pack=cfg.pack,
                     ),
                     cfg.eval_batches,
                 )
