@@ -55,7 +55,7 @@ setup(
     package_data={
         "promot_jax_gin": ["**/*.gin"],
         "promot_tasks": ["vocab/*.model", "vocab/*.vocab"],
-        "promot_jax": ["lab/base_model/**/*", "lab/base_model.json"],  # the mini-lab base, ~2 MB
+        "promot_jax": ["lab/base_model/**/*", "lab/base_model.json"],  # the mini-lab base, 8.4 MB
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

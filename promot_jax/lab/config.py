@@ -1,15 +1,11 @@
 """The lab's fixed design: model size, stage lengths, learning rates, seeds, eval sizes.
 
-Everything here was fixed before the comparison it reports was run. Ratios follow
-the papers, scaled to a 64-d model on 2 CPU cores: ProMoT stage 1 (prompt,
-Adafactor LR 0.2) runs twice as long as stage 2 (trunk, LR 1e-3 in the paper; here
-3e-3, because the toy stages are 10x shorter than the paper's 1000 steps); DMT
-stage 2 mixes general data with a fraction k of the domain data.
-
-History (also in README): the first pre-registered default had 60/30/40 steps
-(stage 1 / stage 2 / DMT stage); it ran in 4.2 minutes and did not learn the
-target task (RTE at chance), so the step counts were scaled to 200/100/80 to use
-the 10-minute budget; learning rates and everything else stayed as fixed.
+Ratios follow the papers, scaled to a 128-d model on 2 CPU cores: ProMoT stage 1
+(prompt, Adafactor LR 0.2) runs longer than stage 2 (trunk, LR 1e-3 in the paper;
+here 6e-3, so that steps x LR stays near the paper's 1000 x 1e-3), and
+every model-tuning stage uses the paper's stage-2 dropout and label smoothing (0.1);
+DMT stage 2 mixes general data with a fraction k of the domain data. The settings
+were fixed before the run the report comes from; HISTORY says how they got here.
 """
 
 from __future__ import annotations
@@ -20,31 +16,54 @@ from pathlib import Path
 from promot_jax import network
 
 HISTORY = (
-    "The first pre-registered default had 60/30/40 steps (stage 1 / stage 2 / DMT stage); "
-    "it ran in 4.2 minutes and did not learn the target task, so the step counts were scaled "
-    "to 200/100/80 to use the 10-minute budget, before this configuration was run; learning "
-    "rates and everything else stayed as first fixed. The first run's report is summarised in "
-    "README (The mini-lab)."
+    "Runs 1 and 2 used a 64-d 2+2-layer base (600 unpacked pretraining steps) with stage 1 / "
+    "stage 2 / DMT steps 60/30/40, then 200/100/80, no dropout or label smoothing: the base "
+    "was at chance on the classification tasks and weak elsewhere, the target was not "
+    "learned, standard FT leaked 47%. Run 3 was fixed after two probes with "
+    "the new base (128-d 3+3 layers, 1500 packed pretraining steps): with run 2's stage "
+    "settings standard FT leaked nothing (0% True/False outputs, suite unchanged), because "
+    "100 steps without dropout barely move a base trained on the suite's formats; 300 steps "
+    "with the paper's stage-2 dropout and label smoothing (0.1) leaked 68% on seed 0. Stage 2 "
+    "was set to those 300 steps and stage 1 to 400 (as in the probe); the FT-with-fixed-"
+    "random-prompt ablation and two k values left the default, and DMT stages went to 50 "
+    "steps. Run 3 (3 seeds; a first start with stage 1 = 300 was stopped after one stage, "
+    "stage 1 must be longer than stage 2) gave Norm. Avg. pretrained 59.5, FT 34.0 / 34.7 / "
+    "51.9 (seeds 0-2), ProMoT 49.8 / 48.4 / 53.3; leak 16.0%, FT 67.6 / 68.4 / 51.2%, ProMoT "
+    "51.2 / 54.3 / 46.9%; toy RTE at chance for every method; but "
+    "it ran past 17 minutes before En-Fr and DMT. Run 4 (this design) halves every stage "
+    "(stage 1 / stage 2 / DMT 200/150/30 steps) and doubles the model LR to 6e-3, keeping "
+    "steps x LR (0.9) near the paper's 1000 x 1e-3, to fit the 10-minute budget; nothing "
+    "was changed after run 4 was started."
 )
 BASE_DIR = Path(__file__).parent / "base_model"  # the shipped pretrained checkpoint
 VOCAB_SIZE = 2176  # the toy vocabulary (2100 ids) padded to a multiple of 128
 
 
+# The lab's model: mT5's architecture at 128-d, 3+3 layers, 4 heads of 32, MLP 512 (2.3M
+# parameters, 9 MB in float32). The 64-d 2+2-layer 'tiny' stayed at chance on the toy suite.
+LAB_MODEL = dict(
+    emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512, num_encoder_layers=3, num_decoder_layers=3
+)
+
+
 def base_model_config(**overrides) -> network.T5Config:
-    """The lab's model: mT5 'tiny' (64-d, 2+2 layers, 4 heads) on the toy vocabulary, float32."""
-    return network.mt5_config("tiny", vocab_size=VOCAB_SIZE, dtype="float32", **overrides)
+    """The lab's model (LAB_MODEL) on the toy vocabulary, float32."""
+    fields = {**LAB_MODEL, **overrides}
+    return network.mt5_config("tiny", vocab_size=VOCAB_SIZE, dtype="float32", **fields)
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainSettings:
     """How the shipped base model was pretrained (`promot-jax lab pretrain`)."""
 
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 16
     inputs_length: int = 256  # 1-shot XSum inputs are up to ~210 tokens
     targets_length: int = 32
-    learning_rate: float = 0.01  # T5's pretraining rate for Adafactor
+    pack: bool = True  # several examples per row (T5's pretraining packs too)
+    learning_rate: float = 0.02  # twice T5's 0.01: the run is ~1000x shorter
     warmup_steps: int = 50
+    span_corruption_share: float = 0.2  # the rest: the in-context tasks' 0/1-shot data
     seed: int = 0
 
 
@@ -57,18 +76,21 @@ class LabSettings:
     prompt_length: int = 10
     batch_size: int = 16
     stage1_steps: int = 200  # ProMoT stage 1 / prompt tuning (prompt only)
-    stage2_steps: int = 100  # ProMoT stage 2 / fine-tuning / joint (trunk)
+    stage2_steps: int = 150  # ProMoT stage 2 / fine-tuning / joint (trunk)
     prompt_lr: float = 0.2
-    model_lr: float = 3e-3
-    eval_every: int = 20  # monitor (leak, target, gradient alignment) on seed 0's RTE runs
+    model_lr: float = 6e-3  # steps x LR = 0.9, the paper's 1000 x 1e-3 = 1.0
+    model_dropout: float = 0.1  # the paper's stage 2 (T5X's fine-tuning default)
+    model_label_smoothing: float = 0.1  # the paper's stage 2
+    eval_every: int = 50  # monitor (leak, target, gradient alignment) on seed 0's RTE runs
     monitor_examples: int = 16
     eval_examples: int = 32  # per in-context task and per fine-tuned task
     decode: str = "greedy"
-    dmt_steps: int = 80  # per DMT stage (domain or general)
-    dmt_ks: tuple[float, ...] = (1.0, 1 / 4, 1 / 16, 1 / 64, 1 / 256)
+    dmt_steps: int = 30  # per DMT stage (domain or general)
+    dmt_ks: tuple[float, ...] = (1.0, 1 / 16, 1 / 256)
     dmt_eval_examples: int = 32
     run_enfr: bool = True  # Table 4 analog
-    run_ablations: bool = True  # ProMoT + 1-shot, joint, fixed random prompt
+    run_ablations: bool = True  # ProMoT + 1-shot, joint
+    fixed_random_prompt: bool = False  # FT with a fixed random prompt (Table 6; +1 minute)
     dmt_sequential: bool = True  # general-only and sequential DMT baselines
 
     @classmethod

@@ -1,32 +1,35 @@
-"""The lab's pretraining mixture: `toy_pretrain` without its 4-shot variants.
+"""The lab's mixtures: pretraining (`toy_pretrain`'s members, re-weighted) and DMT's.
 
 The lab evaluates the in-context suite 1-shot, and 4-shot XSum/WikiLingua inputs
 are ~800 tokens, four times the lab's input length: truncated, they would teach
-the base model to answer a query it cannot see. Everything else (span corruption
-at half the rate, 0- and 1-shot in-context data, the held-out RTE and En-Fr
-formats absent) is exactly `toy_pretrain`'s.
+the base model to answer a query it cannot see, so pretraining keeps the 0- and
+1-shot variants. Span corruption gets `PretrainSettings.span_corruption_share` of
+the examples; the held-out RTE and En-Fr formats are absent, as in `toy_pretrain`.
 """
 
 from __future__ import annotations
 
+from promot_jax.lab.config import PretrainSettings
+
 LAB_PRETRAIN = "lab_toy_pretrain"
 
 
-def register_lab_pretrain() -> str:
-    """Registers (once) and returns the name of the lab's pretraining mixture."""
+def register_lab_pretrain(settings: PretrainSettings | None = None) -> str:
+    """Registers (once per span share) and returns the lab's pretraining mixture."""
     import seqio
 
-    import promot_tasks  # noqa: F401  (registers toy_pretrain)
+    import promot_tasks  # noqa: F401  (registers the toy tasks)
     from promot_tasks.toy_world import toy_tasks
 
-    if LAB_PRETRAIN not in seqio.MixtureRegistry.names():
-        members = [
-            (task, rate)
-            for task, rate in toy_tasks.pretraining_members("toy")
-            if not task.endswith("_4shot")
-        ]
-        seqio.MixtureRegistry.add(LAB_PRETRAIN, members)
-    return LAB_PRETRAIN
+    share = (settings or PretrainSettings()).span_corruption_share
+    name = (
+        LAB_PRETRAIN
+        if share == PretrainSettings.span_corruption_share
+        else (f"{LAB_PRETRAIN}_span{round(share * 100)}")
+    )
+    if name not in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.add(name, toy_tasks.pretraining_members("toy", share, shots=(0, 1)))
+    return name
 
 
 DMT_DOMAIN = ("toy_math", "toy_code")

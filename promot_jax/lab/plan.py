@@ -78,10 +78,15 @@ def _stage(
     eval_every: int = 0,
 ) -> train.StageConfig:
     prompt = method != "finetune"
+    tunes_model = method != "promot_stage1"
     return train.StageConfig(
         method=method,
         mixture=mixture,
-        model=base_model_config(prompt_length=s.prompt_length if prompt else 0),
+        model=base_model_config(
+            prompt_length=s.prompt_length if prompt else 0,
+            dropout_rate=s.model_dropout if tunes_model else 0.0,
+        ),
+        label_smoothing=s.model_label_smoothing if tunes_model else 0.0,
         steps=steps,
         batch_size=s.batch_size,
         feature_lengths=lengths,
@@ -192,7 +197,8 @@ def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
 
 
 def _ablations(s: LabSettings, base: Path, seed: int):
-    """ProMoT + 1-shot [P Table 3] and the Table 6 ablations: joint, fixed random prompt."""
+    """ProMoT + 1-shot [P Table 3] and the Table 6 ablations: joint (and, when asked for,
+    FT with a fixed random prompt)."""
     one = f"rte/promot_1shot/s{seed}"
     joint = f"rte/joint/s{seed}"
     rand = f"rte/fixed_random_prompt/s{seed}"
@@ -214,27 +220,30 @@ def _ablations(s: LabSettings, base: Path, seed: int):
                 )
             },
         ),
-        Experiment(
-            rand,
-            {
-                "ft": _stage(
-                    "finetune_fixed_random_prompt",
-                    RTE,
-                    s.stage2_steps,
-                    s.model_lr,
-                    LENGTHS[RTE],
-                    s,
-                    base,
-                    seed,
-                )
-            },
-        ),
     ]
     evals = [
         Evaluation("rte", "ProMoT + 1-shot", seed, f"{one}/stage2", RTE_1SHOT),
         Evaluation("rte", "joint", seed, f"{joint}/joint", RTE),
-        Evaluation("rte", "FT + fixed random prompt", seed, f"{rand}/ft", RTE),
     ]
+    if s.fixed_random_prompt:
+        exps.append(
+            Experiment(
+                rand,
+                {
+                    "ft": _stage(
+                        "finetune_fixed_random_prompt",
+                        RTE,
+                        s.stage2_steps,
+                        s.model_lr,
+                        LENGTHS[RTE],
+                        s,
+                        base,
+                        seed,
+                    )
+                },
+            )
+        )
+        evals.append(Evaluation("rte", "FT + fixed random prompt", seed, f"{rand}/ft", RTE))
     return exps, evals
 
 

@@ -1,8 +1,8 @@
 """Pretraining the lab's base model on the toy world with the project's own training stage.
 
-The base is an ordinary `finetune` stage from random initialisation on
-`lab_toy_pretrain` (span corruption + 0/1-shot in-context data, RTE and En-Fr
-formats held out). Its final parameters are copied to `<out>/base_model`, the
+The base is an ordinary `finetune` stage from random initialisation, with packed
+rows, on `lab_toy_pretrain` (span corruption + 0/1-shot in-context data, RTE and
+En-Fr formats held out). Its final parameters are copied to `<out>/base_model`, the
 directory `promot-jax lab --base` reads and the package ships.
 """
 
@@ -25,18 +25,19 @@ BASE_JSON = "base.json"
 def pretrain_stage(settings: PretrainSettings, run_dir: Path) -> train.StageConfig:
     return train.StageConfig(
         method="finetune",
-        mixture=register_lab_pretrain(),
+        mixture=register_lab_pretrain(settings),
         model=base_model_config(),
         steps=settings.steps,
         run_dir=str(run_dir),
         batch_size=settings.batch_size,
         feature_lengths={"inputs": settings.inputs_length, "targets": settings.targets_length},
+        pack=settings.pack,
         optimizer=OptimizerConfig(
             learning_rate=settings.learning_rate,
             schedule="warmup_constant",
             warmup_steps=settings.warmup_steps,
         ),
-        save_every=100,
+        save_every=250,
         keep=1,
         eval_batches=4,
         log_every=25,
@@ -59,7 +60,7 @@ def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
         json.dumps(
             {
                 "settings": dataclasses.asdict(settings),
-                "mixture": register_lab_pretrain(),
+                "mixture": register_lab_pretrain(settings),
                 "seconds_this_run": round(seconds, 1),
                 "final_metrics": result.metrics,
             },

@@ -95,12 +95,24 @@ def register_toy_tasks(config: ToyConfig, prefix: str, output_features) -> list[
     return names + [name]
 
 
-def pretraining_members(prefix: str) -> list[tuple[str, float]]:
+def pretraining_members(
+    prefix: str,
+    span_corruption_share: float = SPAN_CORRUPTION_SHARE,
+    shots: tuple[int, ...] | None = None,
+) -> list[tuple[str, float]]:
     """(task, rate) of the pretraining mixture: span corruption + in-context data whose
-    formats are not held out (every shot variant of the in-context suite's analogs)."""
-    members = [(f"{prefix}_span_corruption", SPAN_CORRUPTION_SHARE)]
-    variants = [task_name(k, s, prefix) for k in in_context_keys() for s in _shots_for(k)]
-    members += [(v, (1 - SPAN_CORRUPTION_SHARE) / len(variants)) for v in variants]
+    formats are not held out (every shot variant of the in-context suite's analogs, or
+    those with `shots`), the in-context variants sharing `1 - span_corruption_share`."""
+    if not 0 < span_corruption_share < 1:
+        raise ValueError(f"span_corruption_share must be in (0, 1), got {span_corruption_share}")
+    members = [(f"{prefix}_span_corruption", span_corruption_share)]
+    variants = [
+        task_name(k, s, prefix)
+        for k in in_context_keys()
+        for s in _shots_for(k)
+        if shots is None or s in shots
+    ]
+    members += [(v, (1 - span_corruption_share) / len(variants)) for v in variants]
     return members
 
 

@@ -1,0 +1,65 @@
+"""The lab's shipped base model and the mixture it was pretrained on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import seqio
+
+from promot_jax import checkpoints
+from promot_jax.lab import mixtures
+from promot_jax.lab.config import BASE_DIR, PretrainSettings, base_model_config
+
+
+def _rates(name: str) -> dict[str, float]:
+    mixture = seqio.get_mixture_or_task(name)
+    return {task.name: mixture.get_rate(task) for task in mixture.tasks}
+
+
+def test_pretraining_mixture_weights_and_held_out_formats():
+    rates = _rates(mixtures.register_lab_pretrain())
+    total = sum(rates.values())
+    assert rates["toy_span_corruption"] / total == pytest.approx(
+        PretrainSettings.span_corruption_share
+    )
+    assert not [t for t in rates if t.endswith("_4shot")], "4-shot inputs do not fit 256 tokens"
+    assert not [t for t in rates if t.startswith(("toy_rte", "toy_wmt14_en_fr"))]
+    assert {"toy_cb", "toy_cb_1shot", "toy_xsum_1shot", "toy_wic"} <= set(rates)
+
+
+def test_another_span_share_is_another_mixture():
+    name = mixtures.register_lab_pretrain(PretrainSettings(span_corruption_share=0.5))
+    assert name != mixtures.LAB_PRETRAIN
+    assert _rates(name)["toy_span_corruption"] / sum(_rates(name).values()) == pytest.approx(0.5)
+
+
+def test_shipped_base_matches_the_code_that_made_it():
+    record = json.loads((BASE_DIR.parent / "base_model.json").read_text())
+    assert record["settings"] == dataclasses.asdict(PretrainSettings()), (
+        "base_model.json records other pretraining settings than PretrainSettings(): rebuild "
+        "the base with `promot-jax lab pretrain --out DIR` and copy DIR/base_model"
+    )
+    params = checkpoints.load_params(BASE_DIR, base_model_config())  # validates every shape
+    assert params["encoder"]["layers_2"]["mlp"]["wi_0"]["kernel"].shape == (128, 512)
+
+
+def test_lab_design_follows_the_papers_ratios(tmp_path):
+    from promot_jax.lab import plan
+    from promot_jax.lab.config import LabSettings
+
+    settings = LabSettings()
+    assert settings.stage1_steps > settings.stage2_steps  # [P]: 5000 vs 1000
+    assert len(settings.seeds) >= 3
+    stages = [
+        st
+        for exp in plan.build_plan(settings, BASE_DIR, tmp_path).experiments
+        for st in exp.stages.values()
+    ]
+    for st in stages:
+        tuned = st.method != "promot_stage1"
+        assert st.model.dropout_rate == (settings.model_dropout if tuned else 0.0), st.method
+        assert st.label_smoothing == (settings.model_label_smoothing if tuned else 0.0), st.method
+    lrs = {st.method: st.optimizer.learning_rate for st in stages}
+    assert lrs["promot_stage1"] == settings.prompt_lr and lrs["finetune"] == settings.model_lr
