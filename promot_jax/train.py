@@ -23,6 +23,7 @@ Run directory layout:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -215,6 +216,54 @@ def make_train_step(
     return jax.jit(step, donate_argnums=(0, 2))
 
 
+@dataclasses.dataclass(frozen=True)
+class _StageFunctions:
+    model: network.Transformer
+    tx: optax.GradientTransformation
+    init_opt_state: Callable
+    train_step: Callable
+    eval_step: Callable
+
+
+def _stage_key(cfg: StageConfig) -> tuple:
+    return (
+        cfg.model,
+        cfg.method,
+        cfg.optimizer,
+        cfg.label_smoothing,
+        cfg.z_loss,
+        cfg.loss_normalizing_factor,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _stage_functions(
+    model_cfg: network.T5Config,
+    method: str,
+    optimizer: OptimizerConfig,
+    label_smoothing: float,
+    z_loss: float,
+    loss_normalizing_factor: float | str | None,
+) -> _StageFunctions:
+    """A stage's jitted functions, shared by every stage of this process with the same
+    configuration: a chain of equal stages (seeds, the lab) traces and compiles them once."""
+    model = network.Transformer(model_cfg)
+    tx = make_optimizer(method, optimizer)
+    return _StageFunctions(
+        model,
+        tx,
+        jax.jit(tx.init),
+        make_train_step(
+            model,
+            tx,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            loss_normalizing_factor=loss_normalizing_factor,
+        ),
+        jax.jit(lambda params, batch: batch_loss(model, params, batch)),
+    )
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -329,13 +378,12 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     mesh = sharding.make_mesh(cfg.mesh_data, cfg.mesh_model)
     sharding.check_batch_size(cfg.batch_size, mesh)
 
-    model = network.Transformer(cfg.model)
+    fns = _stage_functions(*_stage_key(cfg))
     shardings = sharding.param_shardings(cfg.model, mesh)
     params = jax.device_put(initial_params(cfg), shardings)
     trainable, frozen = methods.split(method, params)
     del params
-    tx = make_optimizer(method, cfg.optimizer)
-    opt_state = jax.jit(tx.init)(trainable)
+    opt_state = fns.init_opt_state(trainable)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
@@ -363,14 +411,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         consumed = restored.data["batches"]
         best = restored.data.get("best", {})
 
-    train_step = make_train_step(
-        model,
-        tx,
-        label_smoothing=cfg.label_smoothing,
-        z_loss=cfg.z_loss,
-        loss_normalizing_factor=cfg.loss_normalizing_factor,
-    )
-    eval_step = jax.jit(lambda params, batch: batch_loss(model, params, batch))
+    train_step, eval_step = fns.train_step, fns.eval_step
     task_ids = cfg.model.num_prompts > 1
     data = batches.batch_iterator(
         cfg.mixture,

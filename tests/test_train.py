@@ -318,3 +318,35 @@ def test_multitask_gin_uses_per_task_prompts():
         assert gin.query_parameter("network.mt5_config.num_prompts") == 2
     finally:
         gin.clear_config()
+
+
+def test_equal_stages_share_one_compiled_step_and_train_as_if_alone(tmp_path):
+    TOY_MODEL = network.mt5_config("tiny", vocab_size=2176, dtype="float32", dropout_rate=0.1)
+
+    def stage(seed, name):
+        return train.StageConfig(
+            method="finetune",
+            mixture="toy_rte",
+            model=TOY_MODEL,
+            steps=3,
+            run_dir=str(tmp_path / name),
+            batch_size=4,
+            feature_lengths={"inputs": 64, "targets": 8},
+            eval_batches=1,
+            seed=seed,
+        )
+
+    train._stage_functions.cache_clear()
+    alone = train.train_stage(stage(1, "alone"))  # seed 1 first, with fresh functions
+    train._stage_functions.cache_clear()
+    train.train_stage(stage(0, "first"))
+    fns = train._stage_functions(*train._stage_key(stage(0, "first")))
+    traces = fns.train_step._cache_size()
+    second = train.train_stage(stage(1, "second"))  # reuses seed 0's compiled step
+    assert fns.train_step._cache_size() == traces, "the second stage traced the step again"
+    info = train._stage_functions.cache_info()
+    assert info.misses == 1
+    a = flat(checkpoints.load_params(alone.final_params, TOY_MODEL))
+    b = flat(checkpoints.load_params(second.final_params, TOY_MODEL))
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=path)

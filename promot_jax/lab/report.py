@@ -18,7 +18,7 @@ import numpy as np
 
 from promot_jax.evaluation import plots, reports
 from promot_jax.lab import paper
-from promot_jax.lab.config import HISTORY, LabSettings
+from promot_jax.lab.config import HISTORY, LAB_MODEL, LabSettings
 from promot_jax.lab.mixtures import k_label
 from promot_jax.lab.plan import Experiment, Plan
 
@@ -354,7 +354,8 @@ def write_report(
         "# promot-jax mini-lab report",
         "",
         "Toy-world reproduction of ProMoT (format specialization and its fix) and DMT on a "
-        "64-d mT5 (mT5 'tiny', 2+2 layers) pretrained by `promot-jax lab pretrain`. "
+        f"{LAB_MODEL['emb_dim']}-d mT5-architecture model ({LAB_MODEL['num_encoder_layers']}+"
+        f"{LAB_MODEL['num_decoder_layers']} layers) pretrained by `promot-jax lab pretrain`. "
         "The toy world's design and every hyperparameter below were fixed before the "
         "comparison was run; the numbers are reported as they came out.",
         "",
