@@ -102,6 +102,11 @@ def _stage(
     )
 
 
+def _rte_model_tuning(method: str, s: LabSettings, base: Path, seed: int, **kw):
+    """A stage-2-length model-tuning stage on toy RTE (standard FT, joint, ablations)."""
+    return _stage(method, RTE, s.stage2_steps, s.model_lr, LENGTHS[RTE], s, base, seed, **kw)
+
+
 def _promot(task: str, s: LabSettings, base: Path, seed: int, every: int) -> dict:
     lengths = LENGTHS[task]
     return {
@@ -146,19 +151,7 @@ def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
         exps.append(
             Experiment(
                 ft,
-                {
-                    "ft": _stage(
-                        "finetune",
-                        RTE,
-                        s.stage2_steps,
-                        s.model_lr,
-                        LENGTHS[RTE],
-                        s,
-                        base,
-                        seed,
-                        eval_every=every,
-                    )
-                },
+                {"ft": _rte_model_tuning("finetune", s, base, seed, eval_every=every)},
                 monitor,
             )
         )
@@ -206,19 +199,7 @@ def _ablations(s: LabSettings, base: Path, seed: int):
         Experiment(one, _promot(RTE_1SHOT, s, base, seed, 0)),
         Experiment(
             joint,
-            {
-                "joint": _stage(
-                    "joint",
-                    RTE,
-                    s.stage2_steps,
-                    s.model_lr,
-                    LENGTHS[RTE],
-                    s,
-                    base,
-                    seed,
-                    prompt_lr=s.prompt_lr,
-                )
-            },
+            {"joint": _rte_model_tuning("joint", s, base, seed, prompt_lr=s.prompt_lr)},
         ),
     ]
     evals = [
@@ -229,18 +210,7 @@ def _ablations(s: LabSettings, base: Path, seed: int):
         exps.append(
             Experiment(
                 rand,
-                {
-                    "ft": _stage(
-                        "finetune_fixed_random_prompt",
-                        RTE,
-                        s.stage2_steps,
-                        s.model_lr,
-                        LENGTHS[RTE],
-                        s,
-                        base,
-                        seed,
-                    )
-                },
+                {"ft": _rte_model_tuning("finetune_fixed_random_prompt", s, base, seed)},
             )
         )
         evals.append(Evaluation("rte", "FT + fixed random prompt", seed, f"{rand}/ft", RTE))
