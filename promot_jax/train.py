@@ -264,6 +264,42 @@ def _stage_functions(
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _read_eval_batches(
+    mixture: str,
+    split: str,
+    lengths: tuple,
+    batch_size: int,
+    count: int,
+    task_ids: bool,
+    pack: bool,
+) -> tuple[dict, ...]:
+    return tuple(
+        itertools.islice(
+            batches.batch_iterator(
+                mixture,
+                split,
+                dict(lengths),
+                batch_size,
+                shuffle=False,
+                repeat=False,
+                task_id_token=task_ids,
+                pack=pack,
+            ),
+            count,
+        )
+    )
+
+
+def _eval_batches(cfg: StageConfig, task_ids: bool) -> tuple[dict, ...]:
+    """The stage's fixed evaluation batches (unshuffled, so equal for every seed), read
+    once per process and shared by every stage that asks for the same ones."""
+    lengths = tuple(sorted(cfg.feature_lengths.items()))
+    return _read_eval_batches(
+        cfg.mixture, cfg.eval_split, lengths, cfg.batch_size, cfg.eval_batches, task_ids, cfg.pack
+    )
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -426,25 +462,11 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
     base_rng = jax.random.key(cfg.seed)
 
-    eval_batches: list[dict] = []  # the same fixed batches at every evaluation, read once
+    eval_batches: list[dict] = []
 
     def evaluate(step: int) -> dict[str, float]:
         if not eval_batches:
-            eval_batches.extend(
-                itertools.islice(
-                    batches.batch_iterator(
-                        cfg.mixture,
-                        cfg.eval_split,
-                        cfg.feature_lengths,
-                        cfg.batch_size,
-                        shuffle=False,
-                        repeat=False,
-                        task_id_token=task_ids,
-                        pack=cfg.pack,
-                    ),
-                    cfg.eval_batches,
-                )
-            )
+            eval_batches.extend(_eval_batches(cfg, task_ids))
         params = methods.merge(trainable, frozen)
         totals = {"loss": 0.0, "accuracy": 0.0}
         for batch in eval_batches:
