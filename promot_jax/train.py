@@ -218,8 +218,6 @@ def make_train_step(
 
 @dataclasses.dataclass(frozen=True)
 class _StageFunctions:
-    model: network.Transformer
-    tx: optax.GradientTransformation
     init_opt_state: Callable
     train_step: Callable
     eval_step: Callable
@@ -250,8 +248,6 @@ def _stage_functions(
     model = network.Transformer(model_cfg)
     tx = make_optimizer(method, optimizer)
     return _StageFunctions(
-        model,
-        tx,
         jax.jit(tx.init),
         make_train_step(
             model,
@@ -265,15 +261,17 @@ def _stage_functions(
 
 
 @functools.lru_cache(maxsize=16)
-def _read_eval_batches(
+def _eval_batches(
     mixture: str,
     split: str,
-    lengths: tuple,
+    lengths: tuple[tuple[str, int], ...],
     batch_size: int,
     count: int,
     task_ids: bool,
     pack: bool,
 ) -> tuple[dict, ...]:
+    """A stage's fixed evaluation batches (unshuffled, so equal for every seed), read once
+    per process and shared by every stage that asks for the same ones."""
     return tuple(
         itertools.islice(
             batches.batch_iterator(
@@ -288,15 +286,6 @@ def _read_eval_batches(
             ),
             count,
         )
-    )
-
-
-def _eval_batches(cfg: StageConfig, task_ids: bool) -> tuple[dict, ...]:
-    """The stage's fixed evaluation batches (unshuffled, so equal for every seed), read
-    once per process and shared by every stage that asks for the same ones."""
-    lengths = tuple(sorted(cfg.feature_lengths.items()))
-    return _read_eval_batches(
-        cfg.mixture, cfg.eval_split, lengths, cfg.batch_size, cfg.eval_batches, task_ids, cfg.pack
     )
 
 
@@ -462,11 +451,16 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
     base_rng = jax.random.key(cfg.seed)
 
-    eval_batches: list[dict] = []
-
     def evaluate(step: int) -> dict[str, float]:
-        if not eval_batches:
-            eval_batches.extend(_eval_batches(cfg, task_ids))
+        eval_batches = _eval_batches(
+            cfg.mixture,
+            cfg.eval_split,
+            tuple(sorted(cfg.feature_lengths.items())),
+            cfg.batch_size,
+            cfg.eval_batches,
+            task_ids,
+            cfg.pack,
+        )
         params = methods.merge(trainable, frozen)
         totals = {"loss": 0.0, "accuracy": 0.0}
         for batch in eval_batches:
@@ -535,8 +529,8 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     final_params, prompt_path = _export(
         run_dir, methods.merge(trainable, frozen), "final", method.has_prompt
     )
-    best_params = run_dir / "best_params"
-    best_prompt = run_dir / "best_prompt.npy" if method.has_prompt else None
+    best_params = run_dir / EXPORT_NAMES["best"][0]
+    best_prompt = run_dir / EXPORT_NAMES["best"][1] if method.has_prompt else None
     if not best_params.exists():
         best_params, best_prompt = _export(
             run_dir, methods.merge(trainable, frozen), "best", method.has_prompt
