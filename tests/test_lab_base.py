@@ -63,3 +63,22 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
         assert st.label_smoothing == (settings.model_label_smoothing if tuned else 0.0), st.method
     lrs = {st.method: st.optimizer.learning_rate for st in stages}
     assert lrs["promot_stage1"] == settings.prompt_lr and lrs["finetune"] == settings.model_lr
+
+
+@pytest.mark.parametrize("key", ["toy_rte", "toy_rte_1shot", "toy_wmt14_en_fr", "dmt"])
+def test_lab_lengths_truncate_no_example(key):
+    """The lab pads each stage to its longest example; a longer one would be cut silently."""
+    import promot_tasks  # noqa: F401  (registers the toy tasks)
+    from promot_jax.lab import plan
+
+    lengths = plan.LENGTHS[key]
+    tasks = mixtures.DMT_DOMAIN + mixtures.DMT_GENERAL if key == "dmt" else (key,)
+    for task in tasks:
+        for split in ("train", "validation"):
+            ds = seqio.get_mixture_or_task(task).get_dataset(None, split=split, shuffle=False)
+            longest = {"inputs": 0, "targets": 0}
+            for ex in ds.as_numpy_iterator():
+                for feature in longest:
+                    longest[feature] = max(longest[feature], len(ex[feature]))
+            for feature, n in longest.items():
+                assert n <= lengths[feature], f"{task} {split}: {feature} of {n} > {lengths}"

@@ -22,11 +22,13 @@ from promot_jax.optimizer import OptimizerConfig
 from promot_jax.train import PREVIOUS_STAGE
 
 RTE, RTE_1SHOT, EN_FR = "toy_rte", "toy_rte_1shot", "toy_wmt14_en_fr"
+# Each stage's rows fit its longest toy example (EOS included) and no more: the step's
+# cost grows with the padded length (tests/test_lab_base.py checks nothing is truncated).
 LENGTHS = {
-    RTE: {"inputs": 64, "targets": 8},
-    RTE_1SHOT: {"inputs": 128, "targets": 8},
-    EN_FR: {"inputs": 32, "targets": 16},
-    "dmt": {"inputs": 64, "targets": 64},
+    RTE: {"inputs": 48, "targets": 4},
+    RTE_1SHOT: {"inputs": 88, "targets": 4},
+    EN_FR: {"inputs": 20, "targets": 16},
+    "dmt": {"inputs": 64, "targets": 56},
 }
 BASE = "base"  # an Evaluation's source meaning the pretrained model itself
 
