@@ -74,6 +74,39 @@ def param_shardings(config: network.T5Config, mesh: Mesh) -> dict:
     )
 
 
+def optimizer_state_shardings(state_shapes, trainable_shapes, trainable_shardings, mesh: Mesh):
+    """Shardings for an optimizer state whose leaves mirror the trainable parameters.
+
+    A leaf that sits under a parameter's path (optax states end in the parameter
+    tree) and has that parameter's shape takes its sharding (momentum, unfactored
+    second moments); every other leaf (factored row/column statistics, step counts)
+    is replicated. `*_shapes` are pytrees of arrays or `jax.ShapeDtypeStruct`s.
+    """
+
+    def by_path(tree) -> dict:
+        return {_dict_keys(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    shapes, shardings = by_path(trainable_shapes), by_path(trainable_shardings)
+
+    def leaf_sharding(path, leaf):
+        key = _dict_keys(path)
+        if key in shardings and tuple(shapes[key].shape) == tuple(leaf.shape):
+            return shardings[key]
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(leaf_sharding, state_shapes)
+
+
+def _dict_keys(path) -> tuple:
+    """The trailing run of dict keys of a pytree path (a parameter's path inside a state)."""
+    keys: list = []
+    for entry in reversed(path):
+        if not isinstance(entry, jax.tree_util.DictKey):
+            break
+        keys.insert(0, entry.key)
+    return tuple(keys)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

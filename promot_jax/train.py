@@ -34,6 +34,7 @@ import jax
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
 from promot_jax import batches, checkpoints, losses, methods, network, sharding
 from promot_jax import prompt as prompt_lib
@@ -195,8 +196,14 @@ def make_train_step(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     loss_normalizing_factor: float | str | None = "num_real_target_tokens",
+    state_shardings: tuple | None = None,
 ):
-    """The jitted update: gradients w.r.t. `trainable` only; `frozen` enters as a constant."""
+    """The jitted update: gradients w.r.t. `trainable` only; `frozen` enters as a constant.
+
+    `state_shardings` (trainable's, the optimizer state's) pins the updated state to
+    the shardings it came in with, so the second step does not compile again for the
+    shardings the compiler would otherwise pick for the outputs.
+    """
     loss_kwargs = dict(
         label_smoothing=label_smoothing,
         z_loss=z_loss,
@@ -213,7 +220,8 @@ def make_train_step(
         trainable = optax.apply_updates(trainable, updates)
         return trainable, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
 
-    return jax.jit(step, donate_argnums=(0, 2))
+    out_shardings = None if state_shardings is None else (*state_shardings, None)
+    return jax.jit(step, donate_argnums=(0, 2), out_shardings=out_shardings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +239,7 @@ def _stage_key(cfg: StageConfig) -> tuple:
         cfg.label_smoothing,
         cfg.z_loss,
         cfg.loss_normalizing_factor,
+        sharding.make_mesh(cfg.mesh_data, cfg.mesh_model),
     )
 
 
@@ -242,19 +251,28 @@ def _stage_functions(
     label_smoothing: float,
     z_loss: float,
     loss_normalizing_factor: float | str | None,
+    mesh: Mesh,
 ) -> _StageFunctions:
     """A stage's jitted functions, shared by every stage of this process with the same
-    configuration: a chain of equal stages (seeds, the lab) traces and compiles them once."""
+    configuration: a chain of equal stages (seeds, the lab) traces and compiles them once.
+    The trainable parameters and the optimizer state keep their shardings on `mesh`
+    from the first step on (one compiled step, not one per sharding layout)."""
     model = network.Transformer(model_cfg)
     tx = make_optimizer(method, optimizer)
+    trainable_shapes = methods.split(method, network.abstract_variables(model_cfg)["params"])[0]
+    trainable_shardings = methods.split(method, sharding.param_shardings(model_cfg, mesh))[0]
+    opt_shardings = sharding.optimizer_state_shardings(
+        jax.eval_shape(tx.init, trainable_shapes), trainable_shapes, trainable_shardings, mesh
+    )
     return _StageFunctions(
-        jax.jit(tx.init),
+        jax.jit(tx.init, out_shardings=opt_shardings),
         make_train_step(
             model,
             tx,
             label_smoothing=label_smoothing,
             z_loss=z_loss,
             loss_normalizing_factor=loss_normalizing_factor,
+            state_shardings=(trainable_shardings, opt_shardings),
         ),
         jax.jit(lambda params, batch: batch_loss(model, params, batch)),
     )
@@ -400,10 +418,11 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         probe.close()
         if latest == cfg.steps:
             return done_already
-    mesh = sharding.make_mesh(cfg.mesh_data, cfg.mesh_model)
+    key = _stage_key(cfg)
+    mesh = key[-1]
     sharding.check_batch_size(cfg.batch_size, mesh)
 
-    fns = _stage_functions(*_stage_key(cfg))
+    fns = _stage_functions(*key)
     shardings = sharding.param_shardings(cfg.model, mesh)
     params = jax.device_put(initial_params(cfg), shardings)
     trainable, frozen = methods.split(method, params)
