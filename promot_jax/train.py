@@ -46,6 +46,8 @@ EvalFn = Callable[[dict, int], dict[str, float]]
 # Placeholder for `prompt_file` / `init_checkpoint` inside an experiment: the
 # previous stage's best prompt / final parameters (resolved by `experiment`).
 PREVIOUS_STAGE = "previous_stage"
+DEFAULT_RNG_IMPL = "threefry2x32"
+RNG_IMPLS = (DEFAULT_RNG_IMPL, "rbg", "unsafe_rbg")
 
 
 @dataclasses.dataclass
@@ -80,9 +82,14 @@ class StageConfig:
     seed: int = 0
     train_split: str = "train"
     pack: bool = False  # several examples per row (prompt-free stages only, e.g. pretraining)
+    # PRNG behind dropout: jax's default threefry, or XLA's generator ("unsafe_rbg", what
+    # T5X uses on TPU): a different stream, cheaper to compile and to run.
+    rng_impl: str = DEFAULT_RNG_IMPL
 
     def __post_init__(self):
         method = methods.get_method(self.method)
+        if self.rng_impl not in RNG_IMPLS:
+            raise ValueError(f"rng_impl must be one of {RNG_IMPLS}, got {self.rng_impl!r}")
         if method.has_prompt and self.model.prompt_length == 0:
             raise ValueError(
                 f"method {self.method!r} attaches a soft prompt, but the model has "
@@ -145,6 +152,7 @@ class StageConfig:
             "prompt_file": self.prompt_file,
             "seed": self.seed,
             **({"pack": True} if self.pack else {}),
+            **({"rng_impl": self.rng_impl} if self.rng_impl != DEFAULT_RNG_IMPL else {}),
         }
 
 
@@ -468,7 +476,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         pack=cfg.pack,
     )
     log = RunLog(run_dir, cfg.steps, start, desc=f"{cfg.method}")
-    base_rng = jax.random.key(cfg.seed)
+    base_rng = jax.random.key(cfg.seed, impl=cfg.rng_impl)
 
     def evaluate(step: int) -> dict[str, float]:
         eval_batches = _eval_batches(

@@ -353,3 +353,32 @@ def test_equal_stages_share_one_compiled_step_and_train_as_if_alone(tmp_path):
     b = flat(checkpoints.load_params(second.final_params, TOY_MODEL))
     for path in a:
         np.testing.assert_array_equal(a[path], b[path], err_msg=path)
+
+
+def test_dropout_rng_impl_is_validated_deterministic_and_fingerprinted(tmp_path):
+    model = network.mt5_config("tiny", vocab_size=2176, dtype="float32", dropout_rate=0.1)
+
+    def stage(name, impl):
+        return train.StageConfig(
+            method="finetune",
+            mixture="toy_rte",
+            model=model,
+            steps=2,
+            run_dir=str(tmp_path / name),
+            batch_size=2,
+            feature_lengths={"inputs": 48, "targets": 4},
+            eval_batches=1,
+            rng_impl=impl,
+        )
+
+    with pytest.raises(ValueError, match="rng_impl must be one of"):
+        stage("bad", "philox")
+    assert "rng_impl" not in stage("a", train.DEFAULT_RNG_IMPL).fingerprint()
+    assert stage("a", "unsafe_rbg").fingerprint()["rng_impl"] == "unsafe_rbg"
+    runs = [
+        flat(checkpoints.load_params(train.train_stage(stage(n, i)).final_params, model))
+        for n, i in (("rbg1", "unsafe_rbg"), ("rbg2", "unsafe_rbg"), ("fry", "threefry2x32"))
+    ]
+    kernel = "encoder/layers_0/mlp/wi_0/kernel"
+    np.testing.assert_array_equal(runs[0][kernel], runs[1][kernel])  # same seed, same run
+    assert not np.array_equal(runs[0][kernel], runs[2][kernel])  # another dropout stream

@@ -101,6 +101,7 @@ def _stage(
         eval_batches=1,
         log_every=max(1, min(10, steps)),
         seed=seed,
+        rng_impl=s.rng_impl,
     )
 
 
