@@ -61,3 +61,34 @@ def test_two_processes_on_loopback_match_one_process(single_device):
         assert r["devices"] == 8  # 4 local + 4 remote devices in one mesh
         for a, b in zip(r["losses"], single_device["losses"], strict=True):
             assert abs(a - b) <= 1e-5 * abs(b)
+
+
+def test_optimizer_state_follows_parameter_shardings():
+    """Momentum-like leaves take their parameter's sharding; factored statistics replicate."""
+    import jax
+    import optax
+    from jax.sharding import PartitionSpec
+
+    from promot_jax import network, sharding
+
+    cfg = network.mt5_config("tiny", vocab_size=2176, dtype="float32")
+    mesh = sharding.make_mesh(1, 1)
+    shapes = network.abstract_variables(cfg)["params"]
+    shardings = sharding.param_shardings(cfg, mesh)
+    tx = optax.chain(optax.adafactor(1e-3, momentum=0.9), optax.scale_by_adam())
+    state = sharding.optimizer_state_shardings(
+        jax.eval_shape(tx.init, shapes), shapes, shardings, mesh
+    )
+    query = shardings["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+    assert query.spec == PartitionSpec(None, "model")
+    flat = {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
+    kernel = "['encoder']['layers_0']['attention']['query']['kernel']"
+    momentum = [v for k, v in flat.items() if k.endswith(kernel) and ".mu" in k]
+    rows = [v for k, v in flat.items() if k.endswith(kernel) and ".v_row" in k]
+    counts = [v for k, v in flat.items() if k.endswith(".count")]
+    assert momentum == [query]  # the adam first moment has the kernel's shape
+    assert rows and all(s.spec == PartitionSpec() for s in rows)  # factored: [d] only
+    assert counts and all(s.spec == PartitionSpec() for s in counts)
