@@ -320,21 +320,29 @@ def test_multitask_gin_uses_per_task_prompts():
         gin.clear_config()
 
 
+DROPOUT_MODEL = network.mt5_config("tiny", vocab_size=2176, dtype="float32", dropout_rate=0.1)
+
+
+def _dropout_stage(run_dir, **overrides) -> train.StageConfig:
+    """A few fine-tuning steps of the tiny model with dropout on toy RTE."""
+    fields = dict(
+        method="finetune",
+        mixture="toy_rte",
+        model=DROPOUT_MODEL,
+        steps=3,
+        run_dir=str(run_dir),
+        batch_size=4,
+        feature_lengths={"inputs": 48, "targets": 4},
+        eval_batches=1,
+    )
+    return train.StageConfig(**{**fields, **overrides})
+
+
 def test_equal_stages_share_one_compiled_step_and_train_as_if_alone(tmp_path):
-    TOY_MODEL = network.mt5_config("tiny", vocab_size=2176, dtype="float32", dropout_rate=0.1)
+    TOY_MODEL = DROPOUT_MODEL
 
     def stage(seed, name):
-        return train.StageConfig(
-            method="finetune",
-            mixture="toy_rte",
-            model=TOY_MODEL,
-            steps=3,
-            run_dir=str(tmp_path / name),
-            batch_size=4,
-            feature_lengths={"inputs": 64, "targets": 8},
-            eval_batches=1,
-            seed=seed,
-        )
+        return _dropout_stage(tmp_path / name, seed=seed)
 
     train._stage_functions.cache_clear()
     alone = train.train_stage(stage(1, "alone"))  # seed 1 first, with fresh functions
@@ -356,20 +364,10 @@ def test_equal_stages_share_one_compiled_step_and_train_as_if_alone(tmp_path):
 
 
 def test_dropout_rng_impl_is_validated_deterministic_and_fingerprinted(tmp_path):
-    model = network.mt5_config("tiny", vocab_size=2176, dtype="float32", dropout_rate=0.1)
+    model = DROPOUT_MODEL
 
     def stage(name, impl):
-        return train.StageConfig(
-            method="finetune",
-            mixture="toy_rte",
-            model=model,
-            steps=2,
-            run_dir=str(tmp_path / name),
-            batch_size=2,
-            feature_lengths={"inputs": 48, "targets": 4},
-            eval_batches=1,
-            rng_impl=impl,
-        )
+        return _dropout_stage(tmp_path / name, steps=2, batch_size=2, rng_impl=impl)
 
     with pytest.raises(ValueError, match="rng_impl must be one of"):
         stage("bad", "philox")
