@@ -234,6 +234,8 @@ def make_train_step(
 
 @dataclasses.dataclass(frozen=True)
 class _StageFunctions:
+    mesh: Mesh
+    param_shardings: dict  # where every parameter lives; the step keeps the trainable ones there
     init_opt_state: Callable
     train_step: Callable
     eval_step: Callable
@@ -268,11 +270,14 @@ def _stage_functions(
     model = network.Transformer(model_cfg)
     tx = make_optimizer(method, optimizer)
     trainable_shapes = methods.split(method, network.abstract_variables(model_cfg)["params"])[0]
-    trainable_shardings = methods.split(method, sharding.param_shardings(model_cfg, mesh))[0]
+    param_shardings = sharding.param_shardings(model_cfg, mesh)
+    trainable_shardings = methods.split(method, param_shardings)[0]
     opt_shardings = sharding.optimizer_state_shardings(
         jax.eval_shape(tx.init, trainable_shapes), trainable_shapes, trainable_shardings, mesh
     )
     return _StageFunctions(
+        mesh,
+        param_shardings,
         jax.jit(tx.init, out_shardings=opt_shardings),
         make_train_step(
             model,
@@ -426,13 +431,10 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         probe.close()
         if latest == cfg.steps:
             return done_already
-    key = _stage_key(cfg)
-    mesh = key[-1]
+    fns = _stage_functions(*_stage_key(cfg))
+    mesh = fns.mesh
     sharding.check_batch_size(cfg.batch_size, mesh)
-
-    fns = _stage_functions(*key)
-    shardings = sharding.param_shardings(cfg.model, mesh)
-    params = jax.device_put(initial_params(cfg), shardings)
+    params = jax.device_put(initial_params(cfg), fns.param_shardings)
     trainable, frozen = methods.split(method, params)
     del params
     opt_state = fns.init_opt_state(trainable)

@@ -29,10 +29,11 @@ def test_pretraining_mixture_weights_and_held_out_formats():
     assert {"toy_cb", "toy_cb_1shot", "toy_xsum_1shot", "toy_wic"} <= set(rates)
 
 
-def test_another_span_share_is_another_mixture():
-    name = mixtures.register_lab_pretrain(PretrainSettings(span_corruption_share=0.5))
+@pytest.mark.parametrize("share", [0.5, 0.501])  # close shares must not share a name
+def test_another_span_share_is_another_mixture(share):
+    name = mixtures.register_lab_pretrain(PretrainSettings(span_corruption_share=share))
     assert name != mixtures.LAB_PRETRAIN
-    assert _rates(name)["toy_span_corruption"] / sum(_rates(name).values()) == pytest.approx(0.5)
+    assert _rates(name)["toy_span_corruption"] / sum(_rates(name).values()) == pytest.approx(share)
 
 
 def test_shipped_base_matches_the_code_that_made_it():

@@ -339,8 +339,6 @@ def _dropout_stage(run_dir, **overrides) -> train.StageConfig:
 
 
 def test_equal_stages_share_one_compiled_step_and_train_as_if_alone(tmp_path):
-    TOY_MODEL = DROPOUT_MODEL
-
     def stage(seed, name):
         return _dropout_stage(tmp_path / name, seed=seed)
 
@@ -357,15 +355,13 @@ def test_equal_stages_share_one_compiled_step_and_train_as_if_alone(tmp_path):
     assert fns.train_step._cache_size() == traces, "the second stage traced the step again"
     info = train._stage_functions.cache_info()
     assert info.misses == 1
-    a = flat(checkpoints.load_params(alone.final_params, TOY_MODEL))
-    b = flat(checkpoints.load_params(second.final_params, TOY_MODEL))
+    a = flat(checkpoints.load_params(alone.final_params, DROPOUT_MODEL))
+    b = flat(checkpoints.load_params(second.final_params, DROPOUT_MODEL))
     for path in a:
         np.testing.assert_array_equal(a[path], b[path], err_msg=path)
 
 
 def test_dropout_rng_impl_is_validated_deterministic_and_fingerprinted(tmp_path):
-    model = DROPOUT_MODEL
-
     def stage(name, impl):
         return _dropout_stage(tmp_path / name, steps=2, batch_size=2, rng_impl=impl)
 
@@ -374,7 +370,7 @@ def test_dropout_rng_impl_is_validated_deterministic_and_fingerprinted(tmp_path)
     assert "rng_impl" not in stage("a", train.DEFAULT_RNG_IMPL).fingerprint()
     assert stage("a", "unsafe_rbg").fingerprint()["rng_impl"] == "unsafe_rbg"
     runs = [
-        flat(checkpoints.load_params(train.train_stage(stage(n, i)).final_params, model))
+        flat(checkpoints.load_params(train.train_stage(stage(n, i)).final_params, DROPOUT_MODEL))
         for n, i in (("rbg1", "unsafe_rbg"), ("rbg2", "unsafe_rbg"), ("fry", "threefry2x32"))
     ]
     kernel = "encoder/layers_0/mlp/wi_0/kernel"

@@ -25,7 +25,7 @@ def register_lab_pretrain(settings: PretrainSettings | None = None) -> str:
     name = (
         LAB_PRETRAIN
         if share == PretrainSettings.span_corruption_share
-        else (f"{LAB_PRETRAIN}_span{round(share * 100)}")
+        else f"{LAB_PRETRAIN}_span{share!r}".replace(".", "p")  # exact: one name per share
     )
     if name not in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.add(name, toy_tasks.pretraining_members("toy", share, shots=(0, 1)))
