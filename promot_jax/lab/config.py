@@ -40,7 +40,18 @@ HISTORY = (
     "leak 64.5% / 52.1%, probe leak max 71.9%; the generator was switched after them, before "
     "run 5 was started. A 3000-step base (pretraining continued from step 1500) was tried and "
     "not adopted: CB 40.6 / WiC 53.1 / TriviaQA 9.4 stayed near chance while its validation "
-    "loss rose (0.79 -> 0.82)."
+    "loss rose (0.79 -> 0.82). Three toy-world revisions were then tried to give the base the "
+    "skill the target needs (is the claim's value the premise's?) and none was adopted. Probes "
+    "(FT from the base, no dropout, LR 6e-3, 200 validation examples) showed why the target is "
+    "not learned: the label is a parity of two cues (value in the premise? negated?), and with "
+    "the premise repeating the fact base the model memorises the 2000 training records (train "
+    "loss 0.05, validation 66.5% after 1000 steps without negations); with a made-up person per "
+    "premise, no negations and 20000 distinct training records it learns the rule, but only "
+    "past 150 steps (51.5 / 68.0 / 81.0% at 150 / 300 / 600 steps). Bases pretrained 1500 steps"
+    " on worlds with those changes (made-up people with negations a quarter; without negations; "
+    "without negations and 20000 records per entailment task) stayed at chance on telling "
+    "True from False claims (CB 53.0 / 47.5 / 35.0% on 200 examples, the gains from 'Neither' "
+    "alone) and toy RTE after 150 FT steps (51.5 / 55.5 / 55.5%)."
 )
 BASE_DIR = Path(__file__).parent / "base_model"  # the shipped pretrained checkpoint
 VOCAB_SIZE = 2176  # the toy vocabulary (2100 ids) padded to a multiple of 128
