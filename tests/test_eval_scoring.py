@@ -70,6 +70,25 @@ def test_prompt_rule_keeps_the_prompt_only_for_the_targets_format():
     prompt_rule.require_prompt([rte, trivia], rte, "never", has_prompt=False, source="ckpt")
 
 
+def test_a_model_is_evaluated_with_its_prompt_only_where_the_rule_says():
+    from promot_jax import network
+    from promot_jax.evaluation.model_source import LoadedModel
+
+    rte, trivia = task_info("toy_rte"), task_info("toy_triviaqa_1shot")
+    config = network.mt5_config("tiny", prompt_length=3)
+    params = {"encoder": {"prompt": {"prompt": np.ones((3, config.emb_dim))}, "layer": 1}}
+    model = LoadedModel(config, params, "ckpt", "prompt.npy")
+    on, on_config, on_params = model.for_task(rte, rte, "rule")
+    assert on and on_config.prompt_length == 3 and "prompt" in on_params["encoder"]
+    off, off_config, off_params = model.for_task(trivia, rte, "rule")
+    assert not off and off_config.prompt_length == 0
+    assert off_params["encoder"] == {"layer": 1}  # the prompt removed, the trunk kept
+    assert model.for_task(trivia, rte, "always")[0]
+    assert not model.for_task(rte, rte, "never")[0]
+    bare = LoadedModel(network.mt5_config("tiny"), {"encoder": {"layer": 1}}, "ckpt", None)
+    assert bare.for_task(rte, rte, "always")[0] is False  # nothing to attach
+
+
 def test_toy_suite_is_the_papers_layout():
     s = suite.build_suite("toy_rte")
     assert s.target.task == "toy_rte" and s.entries[0].is_target

@@ -20,6 +20,8 @@ import numpy as np
 from promot_jax import checkpoints, network
 from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import formats
+from promot_jax.evaluation import prompt_rule
+from promot_tasks.catalogue import TaskInfo
 
 STAGE_JSON = "stage.json"
 PARAMS_DIRS = ("best_params", "final_params")
@@ -45,6 +47,15 @@ class LoadedModel:
         if "prompt" in params.get("encoder", {}):
             params["encoder"] = {k: v for k, v in params["encoder"].items() if k != "prompt"}
         return config, params
+
+    def for_task(
+        self, task: TaskInfo, target: TaskInfo, rule: str
+    ) -> tuple[bool, network.T5Config, dict]:
+        """(prompt attached?, config, params) to evaluate `task` with, for a model tuned on
+        `target`: the prompt stays on where `rule` says so and the model has one."""
+        if self.has_prompt and prompt_rule.uses_prompt(task, target, rule):
+            return True, self.config, self.params
+        return False, *self.without_prompt()
 
 
 def config_from_stage_json(path: Path, **overrides: Any) -> network.T5Config:

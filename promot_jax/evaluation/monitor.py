@@ -109,13 +109,9 @@ def training_monitor(
         scalars: dict[str, float] = {}
         leaks = []
         for entry in probes.entries:
-            with_prompt = loaded.has_prompt and prompt_rule.uses_prompt(
-                entry.info, probes.target.info, rule
-            )
+            with_prompt, config, use = loaded.for_task(entry.info, probes.target.info, rule)
             if with_prompt not in state["decoders"]:
-                config = model if with_prompt else loaded.without_prompt()[0]
                 state["decoders"][with_prompt] = runner.Decoder(config, settings)
-            use = params if with_prompt else loaded.without_prompt()[1]
             result, _ = runner.evaluate_task(
                 entry,
                 probes.target,

@@ -274,16 +274,7 @@ def run_suite(
     out_dir = Path(out_dir)
     _check_resume(out_dir, eval_config(model, suite, settings, rule, label))
 
-    decoders: dict[bool, tuple[Decoder, Any]] = {}
-
-    def decoder_for(with_prompt: bool) -> tuple[Decoder, Any]:
-        if with_prompt not in decoders:
-            if with_prompt:
-                config, params = model.config, model.params
-            else:
-                config, params = model.without_prompt()
-            decoders[with_prompt] = (Decoder(config, settings), params)
-        return decoders[with_prompt]
+    decoders: dict[bool, Decoder] = {}  # one per architecture: with or without the prompt
 
     results = []
     for n, entry in enumerate(suite.entries, 1):
@@ -292,12 +283,11 @@ def run_suite(
             results.append(json.loads(path.read_text()))
             log(f"[{n}/{len(suite.entries)}] {entry.task}: done earlier, kept")
             continue
-        with_prompt = model.has_prompt and prompt_rule.uses_prompt(
-            entry.info, suite.target.info, rule
-        )
-        decoder, params = decoder_for(with_prompt)
+        with_prompt, config, params = model.for_task(entry.info, suite.target.info, rule)
+        if with_prompt not in decoders:
+            decoders[with_prompt] = Decoder(config, settings)
         result, rows = evaluate_task(
-            entry, suite.target, decoder, params, settings, prompt_used=with_prompt
+            entry, suite.target, decoders[with_prompt], params, settings, prompt_used=with_prompt
         )
         write_atomic(
             out_dir / "predictions" / f"{entry.task}.jsonl",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from promot_jax import checkpoints
-from promot_jax.evaluation import prompt_rule, reports, runner, suite
+from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
 from promot_jax.lab.config import base_model_config
 from promot_jax.lab.mixtures import DMT_DOMAIN, DMT_GENERAL
@@ -57,10 +57,7 @@ class LabEvaluator:
     def _score(self, model, entries, target, rule, settings) -> list[dict]:
         results = []
         for entry in entries:
-            with_prompt = model.has_prompt and prompt_rule.uses_prompt(
-                entry.info, target.info, rule
-            )
-            config, params = (model.config, model.params) if with_prompt else model.without_prompt()
+            with_prompt, config, params = model.for_task(entry.info, target.info, rule)
             result, _ = runner.evaluate_task(
                 entry,
                 target,
