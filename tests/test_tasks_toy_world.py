@@ -41,6 +41,48 @@ def test_default_sizes_and_labels():
             assert {r["answer"] for r in splits["validation"]} == set(labels), key
 
 
+def test_entailment_and_wic_labels_follow_their_stated_rules():
+    # Entailment: a negated claim restates the premise's value and is False; an affirmative
+    # claim is True exactly when its value is the one the premise states.
+    world = families.make_world(0)
+    for key in ("rte", "cb", "snli"):
+        for r in families.generate_splits(key)["validation"]:
+            if r["answer"] == "Neither":
+                continue
+            premise, claim = (set(r[f].replace(".", "").split()) for f in ("premise", "hypothesis"))
+            facts = world.facts[r["premise"].split()[0]].values()
+            stated = [v for v in facts if v in premise and v in claim]
+            if " not " in r["hypothesis"]:
+                assert r["answer"] == "False" and stated, r
+            else:
+                assert (r["answer"] == "True") == bool(stated), r
+    # WiC: same sense exactly when both context nouns are of the same class.
+    for r in families.generate_splits("wic")["validation"]:
+        senses = [
+            {i for i, nouns in enumerate(families.WIC_SENSES) for n in nouns if f" {n}" in s}
+            for s in (r["sentence1"], r["sentence2"])
+        ]
+        assert all(len(s) == 1 for s in senses), r
+        assert (r["answer"] == "True") == (senses[0] == senses[1]), r
+
+
+def test_corpus_states_every_fact_in_several_wordings():
+    world = families.make_world(0)
+    person = world.people[7]
+    paragraphs = [
+        p
+        for p in corpus.corpus_paragraphs()["train"]
+        if p.startswith(person + " ")
+        or f" {person} " in p
+        or p.startswith(f"The favourite color of {person} ")
+    ]
+    fact_paragraphs = [p for p in paragraphs if all(v in p for v in world.facts[person].values())]
+    assert len(fact_paragraphs) >= corpus.FACT_PARAGRAPHS
+    city = world.facts[person]["city"]
+    assert any(f"{person} lives in {city}." in p for p in fact_paragraphs)
+    assert any(f"{person} is a resident of {city}." in p for p in fact_paragraphs)
+
+
 def test_toy_tasks_share_templates_postprocessing_and_metrics_with_real_ones():
     for name, info in promot_tasks.CATALOGUE.items():
         if not name.startswith("promot_") or name.startswith("promot_multitask"):

@@ -1,7 +1,9 @@
 """The toy corpus (the toy model's "mC4") and span corruption over it.
 
-The corpus holds every fact of the fact base (so closed-book QA is answerable
-after pretraining), monolingual text in English and the three toy languages,
+The corpus holds every fact of the fact base, each person's facts in FACT_PARAGRAPHS
+paragraphs worded and ordered differently (a fact met in one wording is hard for a
+language model to recall from a question; several wordings make closed-book QA
+answerable after pretraining), monolingual text in English and the three toy languages,
 news-like articles and how-to texts. It contains no task template at all, so
 the held-out formats cannot leak in through it.
 
@@ -19,6 +21,7 @@ import random
 from promot_tasks.toy_world.families import DEFAULT_CONFIG, ToyConfig, howto_summary, news_summary
 from promot_tasks.toy_world.world import (
     N_PEOPLE,
+    PARAPHRASES,
     RELATIONS,
     english_sentence,
     make_world,
@@ -28,6 +31,7 @@ from promot_tasks.toy_world.world import (
 
 NOISE_DENSITY = 0.15
 MEAN_SPAN_LENGTH = 3.0
+FACT_PARAGRAPHS = 3  # per person: statements, paraphrases, and a mix (each order shuffled)
 
 
 def _monolingual(rng: random.Random, world, language: str | None) -> str:
@@ -42,16 +46,32 @@ def _monolingual(rng: random.Random, world, language: str | None) -> str:
 
 def corpus_sizes(config: ToyConfig = DEFAULT_CONFIG) -> dict[str, int]:
     """Paragraphs per split, known without generating them."""
+    others = max(config.n_train * 2 - N_PEOPLE, 0)
     return {
-        "train": max(config.n_train * 2, N_PEOPLE),
+        "train": FACT_PARAGRAPHS * N_PEOPLE + others,
         "validation": config.n_validation,
         "test": config.n_test,
     }
 
 
+def _fact_paragraphs(rng: random.Random, world, person: str) -> list[str]:
+    """FACT_PARAGRAPHS paragraphs, each stating all of `person`'s facts once."""
+    statement = {r: world.statement(person, r) for r in RELATIONS}
+    paraphrase = {r: PARAPHRASES[r].format(p=person, v=world.facts[person][r]) for r in RELATIONS}
+    paragraphs = []
+    for i in range(FACT_PARAGRAPHS):
+        relations = list(RELATIONS)
+        rng.shuffle(relations)
+        wordings = (statement, paraphrase)
+        paragraphs.append(
+            " ".join((wordings[i] if i < 2 else rng.choice(wordings))[r] for r in relations)
+        )
+    return paragraphs
+
+
 @functools.lru_cache(maxsize=16)
 def corpus_paragraphs(config: ToyConfig = DEFAULT_CONFIG) -> dict[str, list[str]]:
-    """Paragraphs per split. Train starts with one paragraph per person (all their facts)."""
+    """Paragraphs per split. Train starts with every person's fact paragraphs."""
     world = make_world(config.seed)
     rng = random.Random(f"corpus-{config.seed}")
     kinds = ("English", "French", "German", "Romanian", "news", "howto")
@@ -64,11 +84,7 @@ def corpus_paragraphs(config: ToyConfig = DEFAULT_CONFIG) -> dict[str, list[str]
             return howto_summary(rng, world)["article"]
         return _monolingual(rng, world, None if kind == "English" else kind)
 
-    facts = []
-    for person in world.people:
-        relations = list(RELATIONS)
-        rng.shuffle(relations)
-        facts.append(" ".join(world.statement(person, r) for r in relations))
+    facts = [text for person in world.people for text in _fact_paragraphs(rng, world, person)]
     n_train = corpus_sizes(config)["train"]
     train = facts + [paragraph() for _ in range(n_train - len(facts))]
     return {

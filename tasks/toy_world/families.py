@@ -33,18 +33,24 @@ def _other_value(rng: random.Random, world: World, relation: str, value: str) ->
     return rng.choice([v for v in world.values(relation) if v != value])
 
 
+# How often each kind of claim is drawn: (wording, value, label). A negated claim always
+# restates the premise's value, so "not" alone marks it False; an affirmative claim is True
+# exactly when its value is the premise's. The label is never a parity of the two cues (the
+# first design had negated claims with another value, True: a 2.3M model never learned it).
+CLAIM_KINDS = (
+    ("paraphrase", "true", "True", 2),
+    ("paraphrase", "other", "False", 1),
+    ("negated", "true", "False", 1),
+)
+
+
 def _hypothesis(rng: random.Random, world: World, person: str, relation: str) -> tuple[str, str]:
     """A hypothesis about a mentioned relation and whether the facts make it True or False."""
+    wording, value, answer, _ = rng.choices(CLAIM_KINDS, weights=[k[3] for k in CLAIM_KINDS])[0]
     true_value = world.facts[person][relation]
-    other = _other_value(rng, world, relation, true_value)
-    kind = rng.randrange(4)
-    if kind == 0:
-        return PARAPHRASES[relation].format(p=person, v=true_value), "True"
-    if kind == 1:
-        return PARAPHRASES[relation].format(p=person, v=other), "False"
-    if kind == 2:
-        return RELATIONS[relation][2].format(p=person, v=other), "True"
-    return RELATIONS[relation][2].format(p=person, v=true_value), "False"
+    v = true_value if value == "true" else _other_value(rng, world, relation, true_value)
+    template = PARAPHRASES[relation] if wording == "paraphrase" else RELATIONS[relation][2]
+    return template.format(p=person, v=v), answer
 
 
 def _premise(rng: random.Random, world: World, person: str, relations: list[str], joined: bool):
@@ -92,15 +98,21 @@ def entailment3_snli(rng: random.Random, world: World) -> Record:
     return _entailment3(rng, world, joined=True)
 
 
+# The two senses every WiC word has, each told by the kind of noun it appears near (like
+# "bank" by a river or in town). Telling two senses apart is a comparison of two noun
+# classes; the first design gave each word its own random split of nouns, which the model
+# would have had to memorise word by word (it stayed at chance).
+WIC_SENSES = (
+    ("river", "tree", "mountain", "forest", "field", "garden", "stone", "bird"),
+    ("table", "window", "door", "lamp", "book", "letter", "market", "house"),
+)
+
+
 @functools.lru_cache(maxsize=8)
-def _wic_words(seed: int) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
-    """Ambiguous made-up words, each with two senses told apart by their context nouns."""
+def _wic_words(seed: int) -> tuple[str, ...]:
+    """The made-up ambiguous words (24), each used in both senses of WIC_SENSES."""
     rng = random.Random(f"wic-{seed}")
-    words = []
-    for _ in range(24):
-        contexts = rng.sample(NOUNS, 6)
-        words.append((pseudo_word(rng, 2), tuple(contexts[:3]), tuple(contexts[3:])))
-    return tuple(words)
+    return tuple(pseudo_word(rng, 2) for _ in range(24))
 
 
 _WIC_FRAMES = (
@@ -112,14 +124,16 @@ _WIC_FRAMES = (
 
 
 def wic(rng: random.Random, world: World) -> Record:
-    """WiC analog: is a made-up word used in the same sense (same context set) in both sentences?"""
-    word, sense_a, sense_b = rng.choice(_wic_words(world.seed))
+    """WiC analog: is a made-up word used in the same sense (same noun class) in both sentences?"""
+    word = rng.choice(_wic_words(world.seed))
     same = rng.random() < 0.5
-    first = rng.choice((sense_a, sense_b))
-    second = first if same else (sense_b if first is sense_a else sense_a)
+    first = rng.randrange(2)
+    second = first if same else 1 - first
     s1, s2 = (
-        rng.choice(_WIC_FRAMES).format(p=rng.choice(world.people), w=word, n=rng.choice(senses))
-        for senses in (first, second)
+        rng.choice(_WIC_FRAMES).format(
+            p=rng.choice(world.people), w=word, n=rng.choice(WIC_SENSES[sense])
+        )
+        for sense in (first, second)
     )
     return {"sentence1": s1, "sentence2": s2, "word": word, "answer": "True" if same else "False"}
 
