@@ -27,6 +27,21 @@ def test_pretraining_mixture_weights_and_held_out_formats():
     assert not [t for t in rates if t.endswith("_4shot")], "4-shot inputs do not fit 256 tokens"
     assert not [t for t in rates if t.startswith(("toy_rte", "toy_wmt14_en_fr"))]
     assert {"toy_cb", "toy_cb_1shot", "toy_xsum_1shot", "toy_wic"} <= set(rates)
+    # The classification tasks (CB, WiC) are drawn classification_rate times as often.
+    for task in ("toy_cb", "toy_cb_1shot", "toy_wic_1shot"):
+        assert rates[task] / rates["toy_xsum_1shot"] == pytest.approx(
+            PretrainSettings.classification_rate
+        )
+
+
+def test_another_classification_rate_is_another_mixture():
+    name = mixtures.register_lab_pretrain(PretrainSettings(classification_rate=1.0))
+    assert name != mixtures.LAB_PRETRAIN
+    rates = _rates(name)
+    assert rates["toy_wic"] == pytest.approx(rates["toy_xsum"])
+    assert rates["toy_span_corruption"] / sum(rates.values()) == pytest.approx(
+        PretrainSettings.span_corruption_share
+    )
 
 
 @pytest.mark.parametrize("share", [0.5, 0.501])  # close shares must not share a name

@@ -5,6 +5,9 @@ are ~800 tokens, four times the lab's input length: truncated, they would teach
 the base model to answer a query it cannot see, so pretraining keeps the 0- and
 1-shot variants. Span corruption gets `PretrainSettings.span_corruption_share` of
 the examples; the held-out RTE and En-Fr formats are absent, as in `toy_pretrain`.
+Within the in-context share, the classification tasks (CB, WiC: those with a label set)
+are drawn `PretrainSettings.classification_rate` times as often as the others: at equal
+rates the base stayed near chance on them (a one-token answer is little signal per example).
 """
 
 from __future__ import annotations
@@ -15,20 +18,28 @@ LAB_PRETRAIN = "lab_toy_pretrain"
 
 
 def register_lab_pretrain(settings: PretrainSettings | None = None) -> str:
-    """Registers (once per span share) and returns the lab's pretraining mixture."""
+    """Registers (once per span share and classification rate) and returns the lab's
+    pretraining mixture."""
     import seqio
 
     import promot_tasks  # noqa: F401  (registers the toy tasks)
     from promot_tasks.toy_world import toy_tasks
 
-    share = (settings or PretrainSettings()).span_corruption_share
-    name = (
-        LAB_PRETRAIN
-        if share == PretrainSettings.span_corruption_share
-        else f"{LAB_PRETRAIN}_span{share!r}".replace(".", "p")  # exact: one name per share
-    )
+    settings = settings or PretrainSettings()
+    share, boost = settings.span_corruption_share, settings.classification_rate
+    default = PretrainSettings()
+    name = LAB_PRETRAIN
+    if share != default.span_corruption_share:
+        name += f"_span{share!r}".replace(".", "p")  # exact: one name per share
+    if boost != default.classification_rate:
+        name += f"_cls{boost!r}".replace(".", "p")
     if name not in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.add(name, toy_tasks.pretraining_members("toy", share, shots=(0, 1)))
+        members = toy_tasks.pretraining_members("toy", share, shots=(0, 1))
+        spans, tasks = members[:1], members[1:]
+        rates = [r * (boost if promot_tasks.task_info(t).labels else 1.0) for t, r in tasks]
+        scale = sum(r for _, r in tasks) / sum(rates)  # the in-context share stays the same
+        members = spans + [(t, r * scale) for (t, _), r in zip(tasks, rates, strict=True)]
+        seqio.MixtureRegistry.add(name, members)
     return name
 
 
