@@ -65,10 +65,15 @@ HISTORY = (
     "CB 49.5, WiC 50.5, TriviaQA 7.5, web_q 12.0, RTE 0-shot 57.5. Run 6's lab learned the "
     "target's learnable part (75%: the 'not' cue; no method compares values) and ProMoT did not "
     "protect the suite: Norm. Avg. FT 28.1 +- 4.3, ProMoT 24.1 +- 5.4 (pretrained 65.7), leak "
-    "58.5% / 60.9%. Run 7 (the current design) draws CB and WiC three times as often in "
+    "58.5% / 60.9%. Run 7 draws CB and WiC three times as often in "
     "pretraining (PretrainSettings.classification_rate), adopted on the new base's own scores "
     "before its lab was run (950 s; 200 examples: CB 80.0, WiC 47.5, TriviaQA 7.5, web_q "
-    "10.5). Run 5's world, whose target was never learned, had ProMoT well above FT (Norm. "
+    "10.5); its lab: Norm. Avg. pretrained 63.7, FT 18.7 +- 2.3, ProMoT 23.0 +- 6.1, leak 74.7% "
+    "/ 65.2%, target 75.0 / 74.0%. Run 8 (the current design) pretrains 3000 steps instead of "
+    "1500 (run 7's base resumed to 3000, 1017 s more), adopted on the base's own scores before "
+    "its lab was run: on 200 examples CB 81.0, WiC 100.0, TriviaQA 22.0, web_q 19.0; eval loss "
+    "0.82 -> 0.70 (the 3000-step base of run 5's world had not improved). Run 5's world, "
+    "whose target was never learned, had ProMoT well above FT (Norm. "
     "Avg. 51.3 +- 1.5 vs 36.7 +- 3.8); the world was changed for the base's sake, and is kept "
     "whatever the comparison shows."
 )
@@ -93,7 +98,7 @@ def base_model_config(**overrides) -> network.T5Config:
 class PretrainSettings:
     """How the shipped base model was pretrained (`promot-jax lab pretrain`)."""
 
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 16
     inputs_length: int = 256  # 1-shot XSum inputs are up to ~210 tokens
     targets_length: int = 32
