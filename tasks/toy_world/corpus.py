@@ -58,11 +58,11 @@ def _fact_paragraphs(rng: random.Random, world, person: str) -> list[str]:
     """FACT_PARAGRAPHS paragraphs, each stating all of `person`'s facts once."""
     statement = {r: world.statement(person, r) for r in RELATIONS}
     paraphrase = {r: PARAPHRASES[r].format(p=person, v=world.facts[person][r]) for r in RELATIONS}
+    wordings = (statement, paraphrase)
     paragraphs = []
     for i in range(FACT_PARAGRAPHS):
         relations = list(RELATIONS)
         rng.shuffle(relations)
-        wordings = (statement, paraphrase)
         paragraphs.append(
             " ".join((wordings[i] if i < 2 else rng.choice(wordings))[r] for r in relations)
         )
