@@ -44,6 +44,14 @@ def test_another_classification_rate_is_another_mixture():
     )
 
 
+@pytest.mark.parametrize("rate", [0.0, -1.0])
+def test_classification_rate_must_be_positive(rate):
+    from promot_tasks.toy_world import toy_tasks
+
+    with pytest.raises(ValueError, match="classification_rate must be > 0"):
+        toy_tasks.pretraining_members("toy", classification_rate=rate)
+
+
 @pytest.mark.parametrize("share", [0.5, 0.501])  # close shares must not share a name
 def test_another_span_share_is_another_mixture(share):
     name = mixtures.register_lab_pretrain(PretrainSettings(span_corruption_share=share))

@@ -9,6 +9,7 @@ import seqio
 
 import promot_tasks
 from promot_tasks.toy_world import corpus, families, toy_tasks
+from promot_tasks.toy_world.world import make_world
 from promot_tasks.vocabularies import toy_vocabulary
 
 SMALL = families.ToyConfig(seed=0, n_train=200, n_validation=20, n_test=20)
@@ -64,6 +65,21 @@ def test_entailment_and_wic_labels_follow_their_stated_rules():
         ]
         assert all(len(s) == 1 for s in senses), r
         assert (r["answer"] == "True") == (senses[0] == senses[1]), r
+
+
+def test_a_fact_in_each_wording():
+    world = make_world(0)
+    person = world.people[0]
+    value = world.facts[person]["city"]
+    assert world.statement(person, "city") == f"{person} lives in {value}."
+    assert world.statement(person, "city", wording="paraphrase") == (
+        f"{person} is a resident of {value}."
+    )
+    assert world.statement(person, "city", "Nowhere", "negated") == (
+        f"{person} does not live in Nowhere."
+    )
+    with pytest.raises(ValueError, match="unknown wording 'question'"):
+        world.statement(person, "city", wording="question")
 
 
 def test_corpus_states_every_fact_in_several_wordings():

@@ -34,11 +34,9 @@ def register_lab_pretrain(settings: PretrainSettings | None = None) -> str:
     if boost != default.classification_rate:
         name += f"_cls{boost!r}".replace(".", "p")
     if name not in seqio.MixtureRegistry.names():
-        members = toy_tasks.pretraining_members("toy", share, shots=(0, 1))
-        spans, tasks = members[:1], members[1:]
-        rates = [r * (boost if promot_tasks.task_info(t).labels else 1.0) for t, r in tasks]
-        scale = sum(r for _, r in tasks) / sum(rates)  # the in-context share stays the same
-        members = spans + [(t, r * scale) for (t, _), r in zip(tasks, rates, strict=True)]
+        members = toy_tasks.pretraining_members(
+            "toy", share, shots=(0, 1), classification_rate=boost
+        )
         seqio.MixtureRegistry.add(name, members)
     return name
 

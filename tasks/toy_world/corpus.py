@@ -21,7 +21,6 @@ import random
 from promot_tasks.toy_world.families import DEFAULT_CONFIG, ToyConfig, howto_summary, news_summary
 from promot_tasks.toy_world.world import (
     N_PEOPLE,
-    PARAPHRASES,
     RELATIONS,
     english_sentence,
     make_world,
@@ -56,9 +55,10 @@ def corpus_sizes(config: ToyConfig = DEFAULT_CONFIG) -> dict[str, int]:
 
 def _fact_paragraphs(rng: random.Random, world, person: str) -> list[str]:
     """FACT_PARAGRAPHS paragraphs, each stating all of `person`'s facts once."""
-    statement = {r: world.statement(person, r) for r in RELATIONS}
-    paraphrase = {r: PARAPHRASES[r].format(p=person, v=world.facts[person][r]) for r in RELATIONS}
-    wordings = (statement, paraphrase)
+    wordings = tuple(
+        {r: world.statement(person, r, wording=w) for r in RELATIONS}
+        for w in ("statement", "paraphrase")
+    )
     paragraphs = []
     for i in range(FACT_PARAGRAPHS):
         relations = list(RELATIONS)

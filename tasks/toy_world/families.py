@@ -16,7 +16,6 @@ from collections.abc import Callable
 from promot_tasks.toy_world.world import (
     ADJECTIVES,
     NOUNS,
-    PARAPHRASES,
     RELATIONS,
     World,
     english_sentence,
@@ -49,8 +48,7 @@ def _hypothesis(rng: random.Random, world: World, person: str, relation: str) ->
     wording, value, answer, _ = rng.choices(CLAIM_KINDS, weights=[k[3] for k in CLAIM_KINDS])[0]
     true_value = world.facts[person][relation]
     v = true_value if value == "true" else _other_value(rng, world, relation, true_value)
-    template = PARAPHRASES[relation] if wording == "paraphrase" else RELATIONS[relation][2]
-    return template.format(p=person, v=v), answer
+    return world.statement(person, relation, v, wording), answer
 
 
 def _premise(rng: random.Random, world: World, person: str, relations: list[str], joined: bool):

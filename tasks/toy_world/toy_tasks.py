@@ -99,21 +99,27 @@ def pretraining_members(
     prefix: str,
     span_corruption_share: float = SPAN_CORRUPTION_SHARE,
     shots: tuple[int, ...] | None = None,
+    classification_rate: float = 1.0,
 ) -> list[tuple[str, float]]:
     """(task, rate) of the pretraining mixture: span corruption + in-context data whose
     formats are not held out (every shot variant of the in-context suite's analogs, or
-    those with `shots`), the in-context variants sharing `1 - span_corruption_share`."""
+    those with `shots`), the in-context variants sharing `1 - span_corruption_share`.
+    Variants of tasks with a label set (classification) are drawn `classification_rate`
+    times as often as the others, within that share."""
     if not 0 < span_corruption_share < 1:
         raise ValueError(f"span_corruption_share must be in (0, 1), got {span_corruption_share}")
-    members = [(f"{prefix}_span_corruption", span_corruption_share)]
+    if not classification_rate > 0:
+        raise ValueError(f"classification_rate must be > 0, got {classification_rate}")
     variants = [
         task_name(k, s, prefix)
         for k in in_context_keys()
         for s in _shots_for(k)
         if shots is None or s in shots
     ]
-    members += [(v, (1 - span_corruption_share) / len(variants)) for v in variants]
-    return members
+    weights = [classification_rate if catalogue.task_info(v).labels else 1.0 for v in variants]
+    share = (1 - span_corruption_share) / sum(weights)
+    members = [(f"{prefix}_span_corruption", span_corruption_share)]
+    return members + [(v, w * share) for v, w in zip(variants, weights, strict=True)]
 
 
 def register_toy_world(

@@ -64,6 +64,7 @@ PARAPHRASES = {
     "pet": "{p} has a {v} as a pet.",
     "color": "The favourite color of {p} is {v}.",
 }
+WORDINGS = ("statement", "paraphrase", "negated")
 
 # The English side of the translation families: a closed lexicon and a grammar.
 NOUNS = (
@@ -161,10 +162,19 @@ class World:
     facts: dict[str, dict[str, str]]  # person -> relation -> value
     languages: dict[str, ToyLanguage]  # "French", "German", "Romanian"
 
-    def statement(self, person: str, relation: str, value: str | None = None) -> str:
-        """The fact sentence `person relation value` (the true value by default)."""
+    def statement(
+        self, person: str, relation: str, value: str | None = None, wording: str = "statement"
+    ) -> str:
+        """The sentence `person relation value` (the true value by default) in one of
+        WORDINGS: the fact's statement, its paraphrase, or its negation."""
+        if wording not in WORDINGS:
+            raise ValueError(f"unknown wording {wording!r}; valid: {', '.join(WORDINGS)}")
         value = self.facts[person][relation] if value is None else value
-        return RELATIONS[relation][0].format(p=person, v=value)
+        if wording == "paraphrase":
+            template = PARAPHRASES[relation]
+        else:
+            template = RELATIONS[relation][0 if wording == "statement" else 2]
+        return template.format(p=person, v=value)
 
     def values(self, relation: str) -> tuple[str, ...]:
         """All values a relation can take in this world."""
