@@ -10,6 +10,7 @@ import pytest
 
 from promot_jax.lab import pipeline
 from promot_jax.lab.config import BASE_DIR, LabSettings
+from promot_jax.lab.evaluate import DMT_TASKS
 
 SECTIONS = (
     "## Direction of the paper's claims at this scale",
@@ -60,6 +61,13 @@ def test_quick_lab_report_structure_and_finite_numbers(quick_lab):
     assert {"pretrained", "standard FT", "ProMoT", "prompt tuning"} <= set(results["rte"])
     numbers = list(_numbers(results))
     assert numbers and all(math.isfinite(x) for x in numbers)
+    for label, runs in results["dmt"].items():  # decoded and teacher-forced, every row
+        for run in runs:
+            assert set(run["scores"]) == set(run["teacher_forced"]) == set(DMT_TASKS), label
+            for scores in run["teacher_forced"].values():
+                assert 0 <= scores["token_accuracy"] <= 100, label
+    assert "token acc" in report
+    assert "DMT (k=1/256) keeps more of the domains than mixed sequential" in report
 
 
 def test_finished_lab_is_not_overwritten_without_force(quick_lab):

@@ -65,10 +65,12 @@ def _pretrain(args) -> int:
     )
     model = evaluate.load_base(base)
     run = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
-    run["dmt"] = evaluator.dmt_run(model, "pretrained base")["scores"]
+    dmt = evaluator.dmt_run(model, "pretrained base")
+    run["dmt"], run["dmt_teacher_forced"] = dmt["scores"], dmt["teacher_forced"]
     Path(args.out, "base_eval.json").write_text(json.dumps(run, indent=2))
     print(reports.markdown_table({"pretrained base": [run]}))
     print("DMT tasks:", run["dmt"])
+    print("DMT tasks, teacher-forced:", run["dmt_teacher_forced"])
     return 0
 
 

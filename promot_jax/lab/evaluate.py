@@ -9,6 +9,7 @@ directory, which is also the unit a rerun reuses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +17,13 @@ from pathlib import Path
 from promot_jax import checkpoints
 from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
+from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
 from promot_jax.lab.config import base_model_config
 from promot_jax.lab.mixtures import DMT_DOMAIN, DMT_GENERAL
+from promot_jax.lab.plan import LENGTHS
 
 DMT_TASKS = (*DMT_DOMAIN, *DMT_GENERAL)
+DMT_LENGTHS = LENGTHS["dmt"]  # the DMT stages' own feature lengths
 
 
 def load_base(path: str | Path) -> LoadedModel:
@@ -40,9 +44,11 @@ class LabEvaluator:
             max_examples=dmt_examples,
         )
         self._decoders: dict[str, runner.Decoder] = {}
+        self._scorers: dict[str, TeacherForcedScorer] = {}
         self._examples: dict[tuple[str, int | None], list] = {}
 
     def _decoder(self, config, settings) -> runner.Decoder:
+        config = dataclasses.replace(config, dropout_rate=0.0)  # as in _teacher_forced_scorer
         key = repr((config, settings))
         if key not in self._decoders:
             self._decoders[key] = runner.Decoder(config, settings)
@@ -84,15 +90,40 @@ class LabEvaluator:
         }
         return {"config": config, "summary": reports.summarize(results), "results": results}
 
+    def _teacher_forced_scorer(self, config) -> TeacherForcedScorer:
+        # Scoring never uses dropout: one compile serves the base and the stages trained with it.
+        config = dataclasses.replace(config, dropout_rate=0.0)
+        key = repr(config)
+        if key not in self._scorers:
+            self._scorers[key] = TeacherForcedScorer(config, DMT_LENGTHS)
+        return self._scorers[key]
+
     def dmt_run(self, model: LoadedModel, label: str, tasks: Sequence[str] = DMT_TASKS) -> dict:
-        """Math, code and general scores (0-shot; no prompt in DMT)."""
+        """Math, code and general scores (0-shot; no prompt in DMT), decoded and, on the
+        same examples, teacher-forced (token accuracy and loss of the reference answers)."""
         entries = [suite.entry(t) for t in tasks]
         results = []
         for e in entries:
             results += self._score(model, [e], e, "never", self.dmt_settings)
         scores = {r["task"]: r["score"] for r in results}
-        config = {"label": label, "checkpoint": model.source, "decode": self.dmt_settings.__dict__}
-        return {"config": config, "scores": scores, "results": results}
+        config, params = model.without_prompt()
+        scorer = self._teacher_forced_scorer(config)
+        n = self.dmt_settings.max_examples
+        teacher_forced = {
+            e.task: scorer.score(params, e.task, e.info.eval_split, n) for e in entries
+        }
+        run_config = {
+            "label": label,
+            "checkpoint": model.source,
+            "decode": self.dmt_settings.__dict__,
+            "teacher_forced_lengths": DMT_LENGTHS,
+        }
+        return {
+            "config": run_config,
+            "scores": scores,
+            "teacher_forced": teacher_forced,
+            "results": results,
+        }
 
 
 def evaluate(
