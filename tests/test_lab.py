@@ -11,6 +11,7 @@ import pytest
 from promot_jax.lab import pipeline
 from promot_jax.lab.config import BASE_DIR, LabSettings
 from promot_jax.lab.evaluate import DMT_TASKS
+from promot_jax.lab.plan import DOMAIN_STAGE
 
 SECTIONS = (
     "## Direction of the paper's claims at this scale",
@@ -68,6 +69,8 @@ def test_quick_lab_report_structure_and_finite_numbers(quick_lab):
                 assert 0 <= scores["token_accuracy"] <= 100, label
     assert "token acc" in report
     assert "DMT (k=1/256) keeps more of the domains than mixed sequential" in report
+    assert "Training on general data after the domains forgets them" in report
+    assert DOMAIN_STAGE in results["dmt"]
 
 
 def test_finished_lab_is_not_overwritten_without_force(quick_lab):

@@ -31,6 +31,8 @@ LENGTHS = {
     "dmt": {"inputs": 64, "targets": 56},
 }
 BASE = "base"  # an Evaluation's source meaning the pretrained model itself
+# The model after the shared domain stage (mixed sequential's and DMT's stage 1).
+DOMAIN_STAGE = "domains only (DMT stage 1)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +272,7 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
     ]
     evals += [
         Evaluation("dmt", "multi-task", seed, f"dmt/multitask/s{seed}/all", None),
+        Evaluation("dmt", DOMAIN_STAGE, seed, domain_stage, None),
         Evaluation("dmt", "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
     ]
     for k in s.dmt_ks:
