@@ -3,6 +3,7 @@ resume after an interruption."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,7 +12,7 @@ import pytest
 from promot_jax.lab import pipeline
 from promot_jax.lab.config import BASE_DIR, LabSettings
 from promot_jax.lab.evaluate import DMT_TASKS
-from promot_jax.lab.plan import DOMAIN_STAGE
+from promot_jax.lab.plan import DOMAIN_STAGE, REGULARIZATION_GRID, regularization_label
 
 SECTIONS = (
     "## Direction of the paper's claims at this scale",
@@ -31,6 +32,10 @@ FIGURES = (
 )
 
 
+# The quick lab with the regularization grid on too, so its runs are exercised end to end.
+QUICK = dataclasses.replace(LabSettings.quick(), regularization_grid=True)
+
+
 def _numbers(tree):
     if isinstance(tree, dict):
         for v in tree.values():
@@ -45,7 +50,7 @@ def _numbers(tree):
 @pytest.fixture(scope="module")
 def quick_lab(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab") / "run"
-    pipeline.run_lab(out, LabSettings.quick(), BASE_DIR, log=lambda s: None)
+    pipeline.run_lab(out, QUICK, BASE_DIR, log=lambda s: None)
     return out
 
 
@@ -71,11 +76,16 @@ def test_quick_lab_report_structure_and_finite_numbers(quick_lab):
     assert "DMT (k=1/256) keeps more of the domains than mixed sequential" in report
     assert "Training on general data after the domains forgets them" in report
     assert DOMAIN_STAGE in results["dmt"]
+    # The sensitivity table: the lab's own setting plus each grid setting, both methods.
+    assert "## Sensitivity: stage 2's dropout and label smoothing" in report
+    for dropout, smoothing in REGULARIZATION_GRID:
+        for method in ("standard FT", "ProMoT"):
+            assert regularization_label(method, dropout, smoothing) in results["regularization"]
 
 
 def test_finished_lab_is_not_overwritten_without_force(quick_lab):
     with pytest.raises(FileExistsError, match="--force"):
-        pipeline.run_lab(quick_lab, LabSettings.quick(), BASE_DIR, log=lambda s: None)
+        pipeline.run_lab(quick_lab, QUICK, BASE_DIR, log=lambda s: None)
 
 
 def test_interrupted_lab_reuses_finished_stages(quick_lab):
@@ -83,7 +93,7 @@ def test_interrupted_lab_reuses_finished_stages(quick_lab):
     checkpoint = next((quick_lab / "rte" / "finetune" / "s0" / "ft" / "checkpoints").iterdir())
     mtime = checkpoint.stat().st_mtime
     lines = []
-    pipeline.run_lab(quick_lab, LabSettings.quick(), BASE_DIR, log=lines.append)
+    pipeline.run_lab(quick_lab, QUICK, BASE_DIR, log=lines.append)
     assert (quick_lab / "report.md").exists()
     assert checkpoint.stat().st_mtime == mtime  # the stage was not retrained
     assert any("resuming" in line for line in lines)

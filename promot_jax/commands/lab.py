@@ -3,6 +3,7 @@
 promot-jax lab                       # full lab from the shipped base, new lab_runs/lab-<time>/
 promot-jax lab --quick               # the same pipeline, reduced (CI)
 promot-jax lab --out DIR             # resume an interrupted lab in DIR (--force: start over)
+promot-jax lab --regularization_grid # + stage 2 with its dropout / label smoothing off
 promot-jax lab pretrain --out DIR    # pretrain the base model (DIR/base_model) and score it
 """
 
@@ -34,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--base",
         default=None,
         help="base params dir (default: the shipped promot_jax/lab/base_model)",
+    )
+    parser.add_argument(
+        "--regularization_grid",
+        action="store_true",
+        help="also rerun seed 0's FT and ProMoT stage 2 with stage 2's dropout and/or label "
+        "smoothing off (a sensitivity table in the report; ~3 more minutes)",
     )
     parser.add_argument("--steps", type=int, default=None, help="pretrain: number of steps")
     parser.add_argument(
@@ -77,10 +84,14 @@ def _pretrain(args) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.action == "pretrain":
         return _pretrain(args)
+    import dataclasses
+
     from promot_jax.lab import pipeline
     from promot_jax.lab.config import LabSettings
 
     settings = LabSettings.quick() if args.quick else LabSettings()
+    if args.regularization_grid:
+        settings = dataclasses.replace(settings, regularization_grid=True)
     try:
         pipeline.run_lab(args.out, settings, args.base, force=args.force)
     except (FileExistsError, FileNotFoundError, ValueError) as e:

@@ -140,6 +140,8 @@ class LabSettings:
     run_ablations: bool = True  # ProMoT + 1-shot, joint
     fixed_random_prompt: bool = False  # FT with a fixed random prompt (Table 6; +1 minute)
     dmt_sequential: bool = True  # general-only and sequential DMT baselines
+    regularization_grid: bool = False  # seed 0's FT and ProMoT stage 2 again with stage 2's
+    # dropout and/or label smoothing off (a sensitivity check, not the design; +3 minutes)
 
     @classmethod
     def quick(cls) -> LabSettings:

@@ -33,6 +33,14 @@ LENGTHS = {
 BASE = "base"  # an Evaluation's source meaning the pretrained model itself
 # The model after the shared domain stage (mixed sequential's and DMT's stage 1).
 DOMAIN_STAGE = "domains only (DMT stage 1)"
+# Stage 2's (dropout, label smoothing) that LabSettings.regularization_grid adds; the lab's
+# own (model_dropout, model_label_smoothing) is the seed's main run.
+REGULARIZATION_GRID = ((0.0, 0.1), (0.1, 0.0), (0.0, 0.0))
+
+
+def regularization_label(method: str, dropout: float, label_smoothing: float) -> str:
+    """The label of a regularization-grid run, e.g. "ProMoT, dropout 0.0, LS 0.1"."""
+    return f"{method}, dropout {dropout}, LS {label_smoothing}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,8 +198,44 @@ def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
             Evaluation("en_fr", "prompt tuning", seed, f"{promot}/stage1", EN_FR),
             Evaluation("en_fr", "ProMoT", seed, f"{promot}/stage2", EN_FR),
         ]
+    if s.regularization_grid:
+        exps_r, evals_r = _regularization_grid(s, base, seed)
+        exps += exps_r
+        evals += evals_r
     dmt_exps, dmt_evals = _dmt(s, base, seed, root)
     return Plan(exps + dmt_exps, evals + dmt_evals)
+
+
+def _regularization_grid(s: LabSettings, base: Path, seed: int):
+    """Standard FT and ProMoT on toy RTE with each REGULARIZATION_GRID setting of stage 2's
+    dropout and label smoothing. ProMoT's stage 1 is the seed's main one, rerun (it has no
+    dropout or label smoothing, so the same seed gives the same prompt)."""
+    exps, evals = [], []
+    for dropout, smoothing in REGULARIZATION_GRID:
+        v = dataclasses.replace(s, model_dropout=dropout, model_label_smoothing=smoothing)
+        name = f"rte/regularization/d{dropout}_ls{smoothing}/s{seed}"
+        exps += [
+            Experiment(f"{name}/ft", {"ft": _rte_model_tuning("finetune", v, base, seed)}),
+            Experiment(f"{name}/promot", _promot(RTE, v, base, seed, s.eval_every)),
+        ]
+        evals += [
+            Evaluation(
+                "regularization",
+                regularization_label("standard FT", dropout, smoothing),
+                seed,
+                f"{name}/ft/ft",
+                RTE,
+                rule="never",
+            ),
+            Evaluation(
+                "regularization",
+                regularization_label("ProMoT", dropout, smoothing),
+                seed,
+                f"{name}/promot/stage2",
+                RTE,
+            ),
+        ]
+    return exps, evals
 
 
 def _ablations(s: LabSettings, base: Path, seed: int):
