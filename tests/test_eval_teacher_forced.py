@@ -42,8 +42,8 @@ def test_token_accuracy_counts_only_answer_tokens(base_and_scorer):
     again = longer.score(base.params, "toy_code", "validation", 4)
     assert again["token_accuracy"] == pytest.approx(got["token_accuracy"], abs=1e-4)
     assert again["loss"] == pytest.approx(got["loss"], rel=1e-4)
-    # A model that must learn the answers scores below one that was trained on them:
-    # zeroing the output layer makes every token equally likely (loss = log vocab).
+    # The loss is per answer token (not summed over them): with the output layer zeroed
+    # every token is equally likely, so it is exactly log(vocab) whatever the answers' length.
     flat = dict(base.params)
     decoder = dict(flat["decoder"])
     decoder["logits_dense"] = {

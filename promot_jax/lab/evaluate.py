@@ -32,6 +32,12 @@ def load_base(path: str | Path) -> LoadedModel:
     return LoadedModel(config, checkpoints.load_params(path, config), str(path), None)
 
 
+def _scoring_config(config):
+    """The config decoders and scorers are keyed by: scoring never uses dropout, so one
+    compile serves the base (dropout 0) and the stages trained with dropout."""
+    return dataclasses.replace(config, dropout_rate=0.0)
+
+
 class LabEvaluator:
     """Decodes with shared decoders and cached examples; greedy or beam as configured."""
 
@@ -48,7 +54,7 @@ class LabEvaluator:
         self._examples: dict[tuple[str, int | None], list] = {}
 
     def _decoder(self, config, settings) -> runner.Decoder:
-        config = dataclasses.replace(config, dropout_rate=0.0)  # as in _teacher_forced_scorer
+        config = _scoring_config(config)
         key = repr((config, settings))
         if key not in self._decoders:
             self._decoders[key] = runner.Decoder(config, settings)
@@ -91,8 +97,7 @@ class LabEvaluator:
         return {"config": config, "summary": reports.summarize(results), "results": results}
 
     def _teacher_forced_scorer(self, config) -> TeacherForcedScorer:
-        # Scoring never uses dropout: one compile serves the base and the stages trained with it.
-        config = dataclasses.replace(config, dropout_rate=0.0)
+        config = _scoring_config(config)
         key = repr(config)
         if key not in self._scorers:
             self._scorers[key] = TeacherForcedScorer(config, DMT_LENGTHS)

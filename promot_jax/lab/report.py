@@ -163,6 +163,14 @@ def _leak(runs: Sequence[dict]) -> list[float]:
     return [r["summary"]["leak_rate"]["1"] for r in runs]
 
 
+def _suite_numbers(groups: Mapping[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
+    """Target score, Norm. Avg. and leak per run, for each label (results.json)."""
+    return {
+        k: {"target": _target_scores(v), "norm_avg": _norm(v), "leak": _leak(v)}
+        for k, v in groups.items()
+    }
+
+
 def table2(rte: Mapping, en_fr: Mapping) -> str:
     lines = [
         "| task | prompt tuning | standard FT | ProMoT | paper: PT / FT / ProMoT |",
@@ -275,70 +283,82 @@ def plot_k_sweep(dmt: Mapping[str, list[dict]], settings: LabSettings, path: Pat
 
 
 def _mean(xs: Sequence[float | None]) -> float:
+    """Mean of the values present (None: a run that lacks the figure); NaN if none are."""
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else float("nan")
 
 
 def dmt_checks(dmt: Mapping[str, list[dict]], settings: LabSettings) -> list[str]:
     """The DMT paper's claims on teacher-forced token accuracy, each marked as reproduced
-    or not (skipped where a row was not run or not teacher-forced)."""
+    or not (skipped where a row was not run or not teacher-forced). The paper's figures
+    come from `paper.DMT_TABLE1` / `paper.DMT_K_SWEEP` (GSM8K, HumanEval, MT-Bench)."""
 
     def tok(label: str, task: str) -> float:
         return _mean(_token_accuracy(dmt.get(label, []), task))
 
+    def ran(*labels: str) -> bool:
+        return not any(np.isnan(tok(label, "toy_math")) for label in labels)
+
     def verdict(ok: bool) -> str:
         return "reproduced" if ok else "NOT reproduced"
 
-    lines = []
+    ref, gsm, humaneval, mtbench = paper.DMT_TABLE1, 0, 1, 2
     dmt256, mixed, multi = "DMT k=1/256", "mixed sequential", "multi-task"
     domain = ("toy_math", "toy_code")
-    if not np.isnan(tok(DOMAIN_STAGE, "toy_math") + tok(mixed, "toy_math")):
+    lines = []
+    if ran(DOMAIN_STAGE, mixed):
         ok = all(tok(mixed, t) < tok(DOMAIN_STAGE, t) for t in domain)
         lines.append(
             "- Training on general data after the domains forgets them (paper: sequential "
-            "training forgets what came first; mixed sequential GSM8K 32.60 vs multi-task "
-            "47.53): math / code token acc "
+            f"training forgets what came first; mixed sequential GSM8K {ref[mixed][gsm]:.2f} "
+            f"vs multi-task {ref[multi][gsm]:.2f}): math / code token acc "
             f"{tok(DOMAIN_STAGE, 'toy_math'):.1f} / {tok(DOMAIN_STAGE, 'toy_code'):.1f} after "
             f"the domain stage, {tok(mixed, 'toy_math'):.1f} / {tok(mixed, 'toy_code'):.1f} "
             f"after general-only stage 2 -> {verdict(ok)}"
         )
-    if not np.isnan(tok(dmt256, "toy_math") + tok(mixed, "toy_math")):
+    if ran(dmt256, mixed):
         ok = all(tok(dmt256, t) > tok(mixed, t) for t in domain)
         lines.append(
             "- DMT (k=1/256) keeps more of the domains than mixed sequential training (paper: "
-            "GSM8K 41.92 vs 32.60, HumanEval 17.68 vs 15.24): math / code token acc "
-            f"{tok(dmt256, 'toy_math'):.1f} / {tok(dmt256, 'toy_code'):.1f} vs "
+            f"GSM8K {ref[dmt256][gsm]:.2f} vs {ref[mixed][gsm]:.2f}, HumanEval "
+            f"{ref[dmt256][humaneval]:.2f} vs {ref[mixed][humaneval]:.2f}): math / code token "
+            f"acc {tok(dmt256, 'toy_math'):.1f} / {tok(dmt256, 'toy_code'):.1f} vs "
             f"{tok(mixed, 'toy_math'):.1f} / {tok(mixed, 'toy_code'):.1f} -> {verdict(ok)}"
         )
-    if not np.isnan(tok(dmt256, "toy_code") + tok(multi, "toy_code")):
+    if ran(dmt256, multi):
         ok = tok(dmt256, "toy_code") >= tok(multi, "toy_code")
         lines.append(
-            "- DMT (k=1/256) at or above multi-task on code (paper: HumanEval 17.68 vs 14.63; "
-            f"GSM8K 41.92 vs 47.53): code / math token acc {tok(dmt256, 'toy_code'):.1f} / "
-            f"{tok(dmt256, 'toy_math'):.1f} vs {tok(multi, 'toy_code'):.1f} / "
-            f"{tok(multi, 'toy_math'):.1f} -> {verdict(ok)}"
+            f"- DMT (k=1/256) at or above multi-task on code (paper: HumanEval "
+            f"{ref[dmt256][humaneval]:.2f} vs {ref[multi][humaneval]:.2f}; GSM8K "
+            f"{ref[dmt256][gsm]:.2f} vs {ref[multi][gsm]:.2f}): code / math token acc "
+            f"{tok(dmt256, 'toy_code'):.1f} / {tok(dmt256, 'toy_math'):.1f} vs "
+            f"{tok(multi, 'toy_code'):.1f} / {tok(multi, 'toy_math'):.1f} -> {verdict(ok)}"
         )
-    if not np.isnan(tok(dmt256, "toy_general") + tok(multi, "toy_general")):
         ok = tok(dmt256, "toy_general") > tok(multi, "toy_general")
         lines.append(
-            "- DMT (k=1/256) above multi-task on general ability (paper: MT-Bench 6.08 vs "
-            f"5.76): general token acc {tok(dmt256, 'toy_general'):.1f} vs "
-            f"{tok(multi, 'toy_general'):.1f} -> {verdict(ok)}"
+            f"- DMT (k=1/256) above multi-task on general ability (paper: MT-Bench "
+            f"{ref[dmt256][mtbench]:.2f} vs {ref[multi][mtbench]:.2f}): general token acc "
+            f"{tok(dmt256, 'toy_general'):.1f} vs {tok(multi, 'toy_general'):.1f} -> {verdict(ok)}"
         )
     ks = sorted(settings.dmt_ks)
-    if len(ks) > 1:
-        small, large = f"DMT k={k_label(ks[0])}", f"DMT k={k_label(ks[-1])}"
-        if not np.isnan(tok(small, "toy_math") + tok(large, "toy_math")):
-            ok = tok(large, "toy_math") > tok(small, "toy_math") and tok(
-                large, "toy_general"
-            ) < tok(small, "toy_general")
-            lines.append(
-                f"- More domain data in stage 2 (k={k_label(ks[-1])} vs k={k_label(ks[0])}): "
-                "more math, less general ability (paper: GSM8K 45.79 vs 41.92, MT-Bench 5.63 "
-                f"vs 6.08): math {tok(large, 'toy_math'):.1f} vs {tok(small, 'toy_math'):.1f}, "
-                f"general {tok(large, 'toy_general'):.1f} vs {tok(small, 'toy_general'):.1f} "
-                f"token acc -> {verdict(ok)}"
+    small, large = (f"DMT k={k_label(k)}" for k in (ks[0], ks[-1]))
+    if len(ks) > 1 and ran(small, large):
+        sweep_small, sweep_large = (paper.DMT_K_SWEEP.get(k_label(k)) for k in (ks[0], ks[-1]))
+        paper_text = "the paper did not run these k"
+        if sweep_small and sweep_large:
+            paper_text = (
+                f"paper: GSM8K {sweep_large[gsm]:.2f} vs {sweep_small[gsm]:.2f}, MT-Bench "
+                f"{sweep_large[mtbench]:.2f} vs {sweep_small[mtbench]:.2f}"
             )
+        ok = tok(large, "toy_math") > tok(small, "toy_math") and tok(large, "toy_general") < tok(
+            small, "toy_general"
+        )
+        lines.append(
+            f"- More domain data in stage 2 (k={k_label(ks[-1])} vs k={k_label(ks[0])}): more "
+            f"math, less general ability ({paper_text}): math {tok(large, 'toy_math'):.1f} vs "
+            f"{tok(small, 'toy_math'):.1f}, general {tok(large, 'toy_general'):.1f} vs "
+            f"{tok(small, 'toy_general'):.1f} token acc -> {verdict(ok)}"
+        )
     return lines
 
 
@@ -346,9 +366,7 @@ def direction_checks(rte: Mapping[str, list[dict]], curves: Mapping[str, list]) 
     """The paper's claims, each marked as reproduced or not at this scale."""
     lines = []
 
-    def mean(xs):
-        return float(np.mean(xs)) if xs else float("nan")
-
+    mean = _mean
     pre = mean(_norm(rte.get("pretrained", [])))
     ft, pm = rte.get("standard FT", []), rte.get("ProMoT", [])
     ft_curve = curves.get("standard FT", [])
@@ -554,18 +572,9 @@ def write_report(
     ]
     path = out / "report.md"
     numbers = {
-        "rte": {
-            k: {"target": _target_scores(v), "norm_avg": _norm(v), "leak": _leak(v)}
-            for k, v in rte.items()
-        },
-        "en_fr": {
-            k: {"target": _target_scores(v), "norm_avg": _norm(v), "leak": _leak(v)}
-            for k, v in en_fr.items()
-        },
-        "regularization": {
-            k: {"target": _target_scores(v), "norm_avg": _norm(v), "leak": _leak(v)}
-            for k, v in grid.items()
-        },
+        "rte": _suite_numbers(rte),
+        "en_fr": _suite_numbers(en_fr),
+        "regularization": _suite_numbers(grid),
         "dmt": {
             k: [{"scores": r["scores"], "teacher_forced": r.get("teacher_forced")} for r in v]
             for k, v in dmt.items()
