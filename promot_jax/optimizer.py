@@ -3,7 +3,8 @@
 The optimizer only ever sees the trainable subtree (see `methods.split`), so a
 frozen parameter has no optimizer state at all. Prompt parameters get
 prompt-tuning's settings (no parameter scaling, weight decay 1e-5); the trunk
-gets T5X's fine-tuning defaults (parameter scaling on).
+gets T5X's fine-tuning defaults (parameter scaling on). The numbers come from the
+paper's recipe (`promot_jax.recipe`, gin/recipe/paper.gin).
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ import dataclasses
 import jax.numpy as jnp
 import optax
 
-from promot_jax import methods
+from promot_jax import methods, recipe
 
 SCHEDULES = ("constant", "warmup_constant", "rsqrt")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Adafactor hyperparameters; `learning_rate=None` picks 0.2 (prompt-only) or 1e-3."""
+    """Adafactor hyperparameters; `learning_rate=None` picks the recipe's rate for the method."""
 
     learning_rate: float | None = None
     prompt_learning_rate: float | None = None  # None: learning_rate (set it for `joint`)
     schedule: str = "constant"
     warmup_steps: int = 0
-    decay_rate: float = 0.8
+    decay_rate: float = recipe.ADAFACTOR_DECAY_RATE
     clipping_threshold: float = 1.0
-    prompt_weight_decay: float = 1e-5
+    prompt_weight_decay: float = recipe.PROMPT_WEIGHT_DECAY
     min_dim_size_to_factor: int = 128
 
     def __post_init__(self):
@@ -43,8 +44,8 @@ class OptimizerConfig:
 
 
 def default_learning_rate(method: methods.Method) -> float:
-    """The paper's constant rates: 0.2 when only the prompt trains, 1e-3 otherwise."""
-    return 0.2 if method.trains_prompt and not method.trains_trunk else 1e-3
+    """The recipe's constant rate for the method: 0.2 if only the prompt trains, else 1e-3."""
+    return recipe.for_method(method).learning_rate
 
 
 def schedule(config: OptimizerConfig, base: float) -> optax.Schedule:

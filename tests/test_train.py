@@ -313,8 +313,10 @@ def test_multitask_gin_uses_per_task_prompts():
 
     gin_config.parse(["test/tiny_multitask_promot_toy.gin"], ["RUN_DIR = '/unused'"])
     try:
-        assert gin.query_parameter("stage1/train.StageConfig.method") == "multitask_promot_stage1"
-        assert gin.query_parameter("stage2/train.StageConfig.method") == "multitask_promot_stage2"
+        stage1 = gin.query_parameter("tune_prompt/stage1/train.StageConfig.method")
+        assert stage1 == "multitask_promot_stage1"
+        stage2 = gin.query_parameter("tune_model/stage2/train.StageConfig.method")
+        assert stage2 == "multitask_promot_stage2"
         assert gin.query_parameter("network.mt5_config.num_prompts") == 2
     finally:
         gin.clear_config()
