@@ -1,8 +1,9 @@
 """Which parameters train: one small table, used by our runner and by the T5X gin files.
 
 A method says whether the network carries a soft prompt and which of prompt and
-trunk receive gradients. Everything else (optimizer state, T5X MultiOptimizer
-traversals, optax masks) is derived from `is_trainable(method, path)`.
+trunk receive gradients. Everything else is derived from `is_trainable(method, path)`:
+the local runner's trainable/frozen split (`split`, so frozen parameters get no gradient
+and no optimizer state) and T5X's MultiOptimizer traversal (`promot_jax.t5x.freezing`).
 
 | method                        | prompt | prompt trains | trunk trains |
 |-------------------------------|--------|---------------|--------------|
@@ -113,11 +114,6 @@ def group_labels(params: Mapping) -> Any:
     return jax.tree_util.tree_map_with_path(
         lambda p, _: "prompt" if is_prompt(_path_str(p)) else "trunk", params
     )
-
-
-def trainable_mask(method: Method | str, params: Mapping) -> Any:
-    """A tree like `params` with True where the parameter trains."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: is_trainable(method, _path_str(p)), params)
 
 
 def split(method: Method | str, params: Mapping) -> tuple[dict, dict]:

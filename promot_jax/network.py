@@ -320,7 +320,7 @@ def _segment_mask(q_segments, k_segments):
 
 
 class Transformer(nn.Module):
-    """The encoder-decoder T5X's `EncoderDecoderModel` drives (module contract in DESIGN.md)."""
+    """The encoder-decoder T5X's `EncoderDecoderModel` drives: `__call__`, `encode`, `decode`."""
 
     config: T5Config
 

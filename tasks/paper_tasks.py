@@ -107,7 +107,6 @@ class PaperDataset:
     note: str = ""
 
 
-_TF_NAMES = ("True", "False", "Neither")
 PAPER_DATASETS: tuple[PaperDataset, ...] = (
     # Fine-tuning tasks [ProMoT Table 2].
     PaperDataset(

@@ -1,4 +1,4 @@
-"""The papers' own numbers the lab's tables are set beside (from the project's PAPERS.md).
+"""The papers' own numbers the lab's tables are set beside.
 
 [P] ProMoT (arXiv 2211.00635), mT5 XXL, 1-shot; [D] DMT (arXiv 2310.05492), LLaMA-7B.
 """
@@ -25,7 +25,7 @@ TABLE3 = {
     "WikiLingua": (4.59, 0.0, 4.84, 4.87),
 }
 
-# [P Table 4] fine-tuned on WMT14 En-Fr (only these numbers are quoted in PAPERS.md).
+# [P Table 4] fine-tuned on WMT14 En-Fr (only these of its figures are transcribed).
 TABLE4 = {
     "Norm. Avg.": {"pretrained": 17.52, "standard FT": 9.15, "ProMoT": 18.87},
     "En-De": {"pretrained": 3.97, "ProMoT": 15.52},
@@ -46,8 +46,7 @@ FIGURES = (
     "and ~0.1-0.2 at step 400"
 )
 
-# [D Table 1] LLaMA-7B: GSM8K / HumanEval / MT-Bench.
-DMT_COLUMNS = ("GSM8K", "HumanEval", "MT-Bench")
+# [D Table 1] LLaMA-7B, each row (GSM8K, HumanEval, MT-Bench).
 DMT_TABLE1 = {
     "general only": (11.1, 10.4, 5.88),
     "multi-task": (47.53, 14.63, 5.76),

@@ -30,22 +30,18 @@ def method_optimizer(method: str, optimizer: optimizers.OptimizerDef) -> optimiz
     return optimizers.MultiOptimizer([(trainable_traversal(method), optimizer)])
 
 
-def factor_rules(
-    prompt_factoring: str = "none",
-) -> Mapping[str, adafactor.FactorDim]:
+def factor_rules() -> Mapping[str, adafactor.FactorDim]:
     """T5X's standard Adafactor factor rules plus the prompt's axis names.
 
-    T5X's `Adafactor.set_param_axes` looks every axis name up and raises KeyError on
-    an unknown one. The prompt is small (P x d), so by default its second moment is
-    kept unfactored ("none"); "factored" treats it like an embedding (row = prompt
-    position, column = embedding dimension).
+    `Adafactor.set_param_axes` looks every axis name up and raises KeyError on an unknown
+    one, so the prompt's names must be listed (NONE, as prompt-tuning lists them). The value
+    has no effect on the [P, d] prompt: T5X ignores the rule of every parameter of rank <= 2
+    and falls back to its heuristic, which factors the second moment over the two largest
+    dims when the smaller is >= min_dim_size_to_factor (128). A prompt is therefore factored
+    exactly when P >= 128 and d >= 128 (the paper's P = 100 is not), the rule optax.adafactor
+    applies in our runner too (optimizer.py). The multi-task prompt's `prompt_tasks` axis is
+    not listed: the T5X path has a single prompt.
     """
     rules = dict(adafactor.standard_logical_factor_rules())
-    if prompt_factoring == "none":
-        prompt_dims = (adafactor.FactorDim.NONE, adafactor.FactorDim.NONE)
-    elif prompt_factoring == "factored":
-        prompt_dims = (adafactor.FactorDim.ROW, adafactor.FactorDim.COLUMN)
-    else:
-        raise ValueError(f"prompt_factoring={prompt_factoring!r}; valid: 'none', 'factored'")
-    rules.update(zip(PROMPT_AXES, prompt_dims, strict=True))
+    rules.update(dict.fromkeys(PROMPT_AXES, adafactor.FactorDim.NONE))
     return rules
