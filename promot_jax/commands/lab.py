@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -51,13 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _pretrain(args) -> int:
     import dataclasses
 
+    from promot_jax import run_dirs
     from promot_jax.evaluation import reports, runner
     from promot_jax.lab import evaluate, pipeline, pretrain
     from promot_jax.lab.config import PretrainSettings
 
     if args.out is None:
-        print("promot-jax lab pretrain needs --out DIR", file=sys.stderr)
-        return 2
+        raise ValueError("`promot-jax lab pretrain` needs --out DIR")
     settings = PretrainSettings()
     if args.steps is not None:
         settings = dataclasses.replace(settings, steps=args.steps)
@@ -74,14 +73,34 @@ def _pretrain(args) -> int:
     run = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
     dmt = evaluator.dmt_run(model, "pretrained base")
     run["dmt"], run["dmt_teacher_forced"] = dmt["scores"], dmt["teacher_forced"]
-    Path(args.out, "base_eval.json").write_text(json.dumps(run, indent=2))
+    run_dirs.write_atomic(Path(args.out, pretrain.BASE_EVAL_JSON), json.dumps(run, indent=2))
     print(reports.markdown_table({"pretrained base": [run]}))
     print("DMT tasks:", run["dmt"])
     print("DMT tasks, teacher-forced:", run["dmt_teacher_forced"])
     return 0
 
 
+# Flags that only one action reads, and their defaults: given to the other, they are refused.
+ACTION_FLAGS = {
+    "pretrain": {"steps": None, "eval_examples": 32},
+    "run": {"quick": False, "force": False, "base": None, "regularization_grid": False},
+}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    for action, flags in ACTION_FLAGS.items():
+        if action == args.action:
+            continue
+        given = [f"--{k}" for k, default in flags.items() if getattr(args, k) != default]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} only apply to `promot-jax lab {action}`, not to "
+                f"`promot-jax lab {args.action}`; drop them (nothing was run)"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_flags(args)
     if args.action == "pretrain":
         return _pretrain(args)
     import dataclasses
@@ -92,9 +111,5 @@ def run(args: argparse.Namespace) -> int:
     settings = LabSettings.quick() if args.quick else LabSettings()
     if args.regularization_grid:
         settings = dataclasses.replace(settings, regularization_grid=True)
-    try:
-        pipeline.run_lab(args.out, settings, args.base, force=args.force)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"promot-jax lab: {e}", file=sys.stderr)
-        return 2
+    pipeline.run_lab(args.out, settings, args.base, force=args.force)
     return 0

@@ -12,16 +12,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from promot_jax import run_dirs
 from promot_jax.lab.config import BASE_DIR, LabSettings
 
+LAB_KIND = "lab"
 LAB_JSON = "lab.json"
-REPORT_MD = "report.md"
 TIMINGS_JSON = "timings.json"
+EVALS_DIR = "evals"
 
 
 def enable_compile_cache() -> None:
@@ -39,38 +40,54 @@ def default_out_dir() -> Path:
     return Path("lab_runs") / time.strftime("lab-%Y%m%d-%H%M%S")
 
 
-def prepare_out_dir(out: Path, record: dict, force: bool) -> bool:
+def prepare_out_dir(
+    out: Path,
+    record: dict,
+    force: bool,
+    entries: Sequence[str],
+    log: Callable[[str], None] = print,
+) -> bool:
     """Creates or checks `out`; returns True when it resumes an interrupted lab.
 
-    A finished lab (report.md present) is never overwritten without `force`; an
-    unfinished one is resumed only with the same settings and base.
+    `out` must be empty, missing, or a lab directory promot-jax made (its marker lists
+    `entries`, the top-level names a lab writes). A finished lab (report.md present) is
+    replaced only with `force`, which removes the lab's own entries and nothing else; an
+    unfinished one is resumed only with the same settings and base. Every check runs
+    before anything is written.
     """
-    if out.exists() and any(out.iterdir()):
-        if force:
-            shutil.rmtree(out)
-        elif (out / REPORT_MD).exists():
+    run_dirs.check_writable(out, "--out")
+    if force:
+        left = run_dirs.clear(out, LAB_KIND)
+        if left:
+            log(f"lab: --force kept {', '.join(left)} in {out} (not written by promot-jax)")
+    elif run_dirs.check_claimable(out, LAB_KIND, entries, evidence=LAB_JSON):
+        from promot_jax.lab.report import REPORT_MD
+
+        if (out / REPORT_MD).exists():
             raise FileExistsError(
-                f"{out} already holds a finished lab report; pass --force to overwrite it, or "
-                "leave --out unset for a new timestamped directory"
+                f"{out} already holds a finished lab report; pass --force to replace the "
+                "lab's own files in it (nothing else there is touched), or leave --out unset "
+                "for a new timestamped directory"
             )
-        else:
-            lab_json = out / LAB_JSON
-            if not lab_json.is_file():
-                raise FileExistsError(
-                    f"{out} exists, is not empty and is not a lab run directory (no {LAB_JSON}); "
-                    "choose another --out"
-                )
-            old = json.loads(lab_json.read_text())
-            if old != record:
-                diffs = [k for k in record if old.get(k) != record[k]]
-                raise ValueError(
-                    f"{out} holds an interrupted lab with other settings ({', '.join(diffs)}); "
-                    "rerun with the same options (e.g. --quick) or choose another --out"
-                )
-            return True
-    out.mkdir(parents=True, exist_ok=True)
-    (out / LAB_JSON).write_text(json.dumps(record, indent=2))
-    return False
+        lab_json = out / LAB_JSON
+        old = json.loads(lab_json.read_text()) if lab_json.is_file() else None
+        if old is not None and old != record:
+            diffs = [k for k in record if old.get(k) != record[k]]
+            raise ValueError(
+                f"{out} holds an interrupted lab with other settings ({', '.join(diffs)}); "
+                "rerun with the same options (e.g. --quick) or choose another --out"
+            )
+    resumed = run_dirs.claim(out, LAB_KIND, entries, evidence=LAB_JSON) and not force
+    if not (out / LAB_JSON).is_file():
+        run_dirs.write_atomic(out / LAB_JSON, json.dumps(record, indent=2))
+    return resumed
+
+
+def lab_entries(experiment_names: Sequence[str]) -> list[str]:
+    """Every top-level name a lab writes in its directory (what `--force` may remove)."""
+    from promot_jax.lab import report
+
+    return [LAB_JSON, TIMINGS_JSON, EVALS_DIR, *report.OUTPUTS, *experiment_names]
 
 
 def run_lab(
@@ -90,7 +107,11 @@ def run_lab(
         )
     out = Path(out or default_out_dir()).absolute()
     record = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "base": str(base)}
-    resumed = prepare_out_dir(out, record, force)
+    from promot_jax.lab import plan
+
+    lab_plan = plan.build_plan(settings, base, out)
+    entries = lab_entries([exp.name for exp in lab_plan.experiments])
+    resumed = prepare_out_dir(out, record, force, entries, log)
     log(
         f"lab: {'resuming' if resumed else 'new run'} in {out} "
         f"(interrupted? rerun with --out {out})"
@@ -100,9 +121,8 @@ def run_lab(
     from promot_jax import experiment
     from promot_jax.evaluation import runner
     from promot_jax.evaluation.monitor import training_monitor
-    from promot_jax.lab import evaluate, plan, report
+    from promot_jax.lab import evaluate, report
 
-    lab_plan = plan.build_plan(settings, base, out)
     evaluator = evaluate.LabEvaluator(
         runner.DecodeSettings(
             method=settings.decode, batch_size=16, max_examples=settings.eval_examples
@@ -119,7 +139,7 @@ def run_lab(
         nonlocal done
         done += 1
         timings.setdefault(what, round(seconds, 2))  # a resumed unit keeps its first timing
-        timings_path.write_text(json.dumps(timings, indent=2))
+        run_dirs.write_atomic(timings_path, json.dumps(timings, indent=2))
         elapsed = time.perf_counter() - start
         log(f"[{done}/{total}] {what} ({seconds:.1f}s; {elapsed / 60:.1f} min elapsed)")
 
@@ -133,7 +153,7 @@ def run_lab(
             t = time.perf_counter()
             source = None if is_base else out / ev.source
             results[ev.key] = evaluate.evaluate(
-                evaluator, out / "evals" / ev.key, source, base, ev.target, ev.rule, ev.label
+                evaluator, out / EVALS_DIR / ev.key, source, base, ev.target, ev.rule, ev.label
             )
             tick(f"eval {ev.key}", time.perf_counter() - t)
 
@@ -157,6 +177,6 @@ def run_lab(
 
     lab_seconds = time.perf_counter() - start
     timings["lab_this_invocation"] = round(lab_seconds, 1)
-    timings_path.write_text(json.dumps(timings, indent=2))
+    run_dirs.write_atomic(timings_path, json.dumps(timings, indent=2))
     report.write_report(out, settings, lab_plan, results, timings, log=log)
     return out

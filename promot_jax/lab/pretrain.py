@@ -14,12 +14,16 @@ import shutil
 import time
 from pathlib import Path
 
-from promot_jax import train
+from promot_jax import run_dirs, train
 from promot_jax.lab.config import PretrainSettings, base_model_config
 from promot_jax.lab.mixtures import register_lab_pretrain
 from promot_jax.optimizer import OptimizerConfig
 
 BASE_JSON = "base.json"
+BASE_EVAL_JSON = "base_eval.json"
+STAGE_DIR = "pretrain_stage"
+BASE_MODEL_DIR = "base_model"
+PRETRAIN_KIND = "pretrain"
 
 
 def pretrain_stage(settings: PretrainSettings, run_dir: Path) -> train.StageConfig:
@@ -49,14 +53,22 @@ def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
     """Runs (or resumes) pretraining under `out`; returns `<out>/base_model` (params dir)."""
     settings = settings or PretrainSettings()
     out = Path(out)
+    run_dirs.check_writable(out, "--out")
+    run_dirs.claim(
+        out,
+        PRETRAIN_KIND,
+        (STAGE_DIR, BASE_MODEL_DIR, BASE_JSON, BASE_EVAL_JSON),
+        evidence=f"{STAGE_DIR}/stage.json",
+    )
     start = time.perf_counter()
-    result = train.train_stage(pretrain_stage(settings, out / "pretrain_stage"))
+    result = train.train_stage(pretrain_stage(settings, out / STAGE_DIR))
     seconds = time.perf_counter() - start
-    base = out / "base_model"
+    base = out / BASE_MODEL_DIR  # ours: the claimed directory lists it
     if base.exists():
         shutil.rmtree(base)
     shutil.copytree(result.final_params, base)
-    (out / BASE_JSON).write_text(
+    run_dirs.write_atomic(
+        out / BASE_JSON,
         json.dumps(
             {
                 "settings": dataclasses.asdict(settings),
@@ -65,6 +77,6 @@ def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
                 "final_metrics": result.metrics,
             },
             indent=2,
-        )
+        ),
     )
     return base

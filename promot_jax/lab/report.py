@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promot_jax import run_dirs
 from promot_jax.evaluation import plots, reports
 from promot_jax.lab import paper
 from promot_jax.lab.config import HISTORY, LAB_MODEL, LabSettings
@@ -29,6 +30,13 @@ from promot_jax.lab.plan import (
 )
 
 RESULTS_JSON = "results.json"
+REPORT_MD = "report.md"
+FIG_LEAK = "fig1_2_leak_and_target.png"
+FIG_ALIGNMENT = "fig7_gradient_alignment.png"
+FIG_NORM_AVG = "norm_avg_rte.png"
+FIG_K_SWEEP = "dmt_k_sweep.png"
+# Every top-level name the report writes into the lab directory (the lab's marker lists them).
+OUTPUTS = (REPORT_MD, RESULTS_JSON, FIG_LEAK, FIG_ALIGNMENT, FIG_NORM_AVG, FIG_K_SWEEP)
 STEP0_JSON = "step0.json"
 LEAK_KEYS = ("probe/toy_triviaqa_1shot/leak", "probe/toy_wmt16_en_de_1shot/leak")
 TARGET_KEY = "probe/target/toy_rte/accuracy"
@@ -101,7 +109,7 @@ def plot_curves(curves: Mapping[str, list], out: Path, stage1_steps: int) -> lis
     axes[1].set_ylabel("toy RTE accuracy (probe)")
     axes[1].set_title("target score")
     fig.tight_layout()
-    path = out / "fig1_2_leak_and_target.png"
+    path = out / FIG_LEAK
     fig.savefig(path, dpi=100)
     plt.close(fig)
     written.append(path.name)
@@ -119,7 +127,7 @@ def plot_curves(curves: Mapping[str, list], out: Path, stage1_steps: int) -> lis
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "fig7_gradient_alignment.png"
+    path = out / FIG_ALIGNMENT
     fig.savefig(path, dpi=100)
     plt.close(fig)
     written.append(path.name)
@@ -474,9 +482,9 @@ def write_report(
             "ProMoT",
         ),
     )
-    plots.plot_norm_avg(_subset(rte, list(rte)), out / "norm_avg_rte.png")
-    figures.append("norm_avg_rte.png")
-    figures.append(plot_k_sweep(dmt, settings, out / "dmt_k_sweep.png"))
+    plots.plot_norm_avg(_subset(rte, list(rte)), out / FIG_NORM_AVG)
+    figures.append(FIG_NORM_AVG)
+    figures.append(plot_k_sweep(dmt, settings, out / FIG_K_SWEEP))
     checks = direction_checks(rte, curves)
     t4 = paper.TABLE4["Norm. Avg."]
     seeds = ", ".join(str(s) for s in settings.seeds)
@@ -570,7 +578,7 @@ def write_report(
         f"(this invocation: {timings.get('lab_this_invocation', 0):.0f}s; see timings.json).",
         "",
     ]
-    path = out / "report.md"
+    path = out / REPORT_MD
     numbers = {
         "rte": _suite_numbers(rte),
         "en_fr": _suite_numbers(en_fr),
@@ -587,8 +595,8 @@ def write_report(
             for k, v in curves.items()
         },
     }
-    (out / RESULTS_JSON).write_text(json.dumps(numbers, indent=2))
-    path.write_text("\n".join(md))
+    run_dirs.write_atomic(out / RESULTS_JSON, json.dumps(numbers, indent=2))
+    run_dirs.write_atomic(path, "\n".join(md))
     log("\n" + table3)
     log(seed_table(main))
     log("\n".join(checks))
