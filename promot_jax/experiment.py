@@ -12,14 +12,26 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-from promot_jax import train
+from promot_jax import run_dirs, train
 from promot_jax.train import PREVIOUS_STAGE, StageConfig, StageResult
+
+# A field set to PREVIOUS_STAGE takes this output of the previous stage.
+FROM_PREVIOUS = (("prompt_file", "best_prompt"), ("init_checkpoint", "final_params"))
+
+
+def planned_paths(stage: StageConfig, previous: StageResult | None) -> dict[str, str | None]:
+    """The paths the stage's placeholders will take from the previous stage's outputs."""
+    return {
+        field: (None if previous is None else str(getattr(previous, source)))
+        for field, source in FROM_PREVIOUS
+        if getattr(stage, field) == PREVIOUS_STAGE
+    }
 
 
 def resolve(stage: StageConfig, run_dir: Path, previous: StageResult | None) -> StageConfig:
     """The stage with its run directory and previous-stage placeholders filled in."""
     changes: dict = {"run_dir": str(run_dir)}
-    for field, source in (("prompt_file", "best_prompt"), ("init_checkpoint", "final_params")):
+    for field, source in FROM_PREVIOUS:
         if getattr(stage, field) == PREVIOUS_STAGE:
             value = None if previous is None else getattr(previous, source)
             if value is None:
@@ -47,13 +59,20 @@ def run_experiment(
     if only is not None and only not in stages:
         raise ValueError(f"unknown stage {only!r}; this experiment has: {', '.join(stages)}")
     root = Path(run_dir)
-    if config_text is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / "config.gin.tmp"
-        tmp.write_text(config_text)
-        tmp.replace(root / "config.gin")
-    results: dict[str, StageResult] = {}
+    run_dirs.check_writable(root, "run_dir")
+    # Every stage is checked before anything is written (config.gin included): a refused
+    # stage 2 leaves a finished stage 1 and its config exactly as they were.
     previous: StageResult | None = None
+    for name, stage in stages.items():
+        located = dataclasses.replace(stage, run_dir=str(root / name))
+        train.validate(located, planned_paths(stage, previous))
+        previous = train.planned_result(located)
+        if name == only:
+            break
+    if config_text is not None:
+        run_dirs.write_atomic(root / "config.gin", config_text)
+    results: dict[str, StageResult] = {}
+    previous = None
     for name, stage in stages.items():
         stage_cfg = resolve(stage, root / name, previous)
         if only is None or name == only:

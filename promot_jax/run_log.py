@@ -3,17 +3,55 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import jax
 from tqdm.auto import tqdm
 
+from promot_jax import run_dirs
+
+METRICS_JSONL = "metrics.jsonl"
+TB_DIR = "tb"
+
+
+def drop_records_after(run_dir: Path, step: int) -> None:
+    """Removes the scalars of steps after `step` from metrics.jsonl and the TensorBoard
+    event files (each rewritten atomically; files with nothing to drop are untouched)."""
+    metrics = run_dir / METRICS_JSONL
+    if metrics.is_file():
+        lines = metrics.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not line.strip() or json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            run_dirs.write_atomic(metrics, "".join(kept))
+    tb = run_dir / TB_DIR
+    if not tb.is_dir():
+        return
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    for path in sorted(tb.glob("events.out.tfevents.*")):
+        records = list(RawEventFileLoader(str(path)).Load())
+        kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+        if len(kept) == len(records):
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            writer = RecordWriter(f)
+            for record in kept:
+                writer.write(record)
+            writer.flush()
+        os.replace(tmp, path)
+
 
 class RunLog:
-    """Writes scalars to `run_dir/metrics.jsonl` (append-only) and TensorBoard (`run_dir/tb`).
+    """Writes scalars to `run_dir/metrics.jsonl` and TensorBoard (`run_dir/tb`).
 
-    Only process 0 writes; the progress bar shows step, loss, tokens/s and ETA.
+    A run resumed at `start_step` first drops what an interrupted run recorded after that
+    step (it is recomputed), so both hold each step once. Only process 0 writes; the
+    progress bar shows step, loss, tokens/s and ETA.
     """
 
     def __init__(self, run_dir: str | Path, total_steps: int, start_step: int, desc: str = ""):
@@ -26,10 +64,11 @@ class RunLog:
             return
         from clu import metric_writers
 
+        drop_records_after(self.run_dir, start_step)
         self._writer = metric_writers.create_default_writer(
-            str(self.run_dir / "tb"), just_logging=False, asynchronous=False
+            str(self.run_dir / TB_DIR), just_logging=False, asynchronous=False
         )
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+        self._jsonl = open(self.run_dir / METRICS_JSONL, "a")  # noqa: SIM115
         self._bar = tqdm(
             total=total_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True
         )

@@ -11,10 +11,11 @@ are rebuilt from the stage's sources (recorded in `stage.json`), so a stage-1
 checkpoint of mT5-XXL is a few megabytes.
 
 Run directory layout:
-  stage.json            what this stage is (method, model, data, sources); a run
+  stage.json            every setting of the stage (`StageConfig.fingerprint`); a run
                         directory holding a different stage is refused, never overwritten
   config.gin            the resolved gin config (when run through gin)
   checkpoints/<step>/   orbax: {state: trainable + opt_state, data: batches consumed}
+  damaged_checkpoints/  steps that failed to restore (moved here, never deleted)
   metrics.jsonl, tb/    training and evaluation scalars
   final_params/, best_params/   full parameter trees (our orbax params format)
   prompt.npy, best_prompt.npy   the soft prompt, `[P, d]` float32 (prompt stages)
@@ -24,9 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import json
 import math
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -36,7 +40,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from promot_jax import batches, checkpoints, losses, methods, network, sharding
+from promot_jax import batches, checkpoints, losses, methods, network, run_dirs, sharding
 from promot_jax import prompt as prompt_lib
 from promot_jax.optimizer import OptimizerConfig, make_optimizer
 from promot_jax.run_log import RunLog
@@ -134,26 +138,63 @@ class StageConfig:
             if key not in self.feature_lengths:
                 raise ValueError(f"feature_lengths needs {key!r}, got {dict(self.feature_lengths)}")
 
-    def fingerprint(self) -> dict:
-        """What must stay equal for a checkpoint in run_dir to be resumable."""
+    def fingerprint(self, paths: Mapping[str, str | None] | None = None) -> dict:
+        """Every setting of the stage, as JSON (what `stage.json` records).
+
+        A run directory is reused only when all of it is equal but `REUSABLE_CHANGES`.
+        `paths` overrides `prompt_file` / `init_checkpoint` (an experiment's planned ones);
+        paths inside the experiment (the run directory's parent) are recorded relative
+        to it, so a run directory can be moved or copied and still resume.
+        """
+        record = dataclasses.asdict(self)
         model = dataclasses.asdict(self.model)
-        model.pop("prompt_init")
+        prompt_init = model.pop("prompt_init")
         model = {
             k: (str(np.dtype(v)) if k in ("dtype", "param_dtype") else v) for k, v in model.items()
         }
         model["mlp_activations"] = list(model["mlp_activations"])
-        return {
-            "method": self.method,
-            "mixture": self.mixture,
-            "model": model,
-            "batch_size": self.batch_size,
-            "feature_lengths": dict(self.feature_lengths),
-            "init_checkpoint": self.init_checkpoint,
-            "prompt_file": self.prompt_file,
-            "seed": self.seed,
-            **({"pack": True} if self.pack else {}),
-            **({"rng_impl": self.rng_impl} if self.rng_impl != DEFAULT_RNG_IMPL else {}),
-        }
+        record["model"] = model
+        record["prompt_init"] = describe_callable(prompt_init)
+        record["feature_lengths"] = dict(self.feature_lengths)
+        root = Path(self.run_dir).absolute().parent if self.run_dir else None
+        for field in ("prompt_file", "init_checkpoint"):
+            value = (paths or {}).get(field, getattr(self, field))
+            record[field] = _portable(value, root)
+        record["run_dir"] = Path(self.run_dir).name
+        return json.loads(json.dumps(record))
+
+
+# Settings that may differ when a run directory is reused: they change how the run is
+# logged, evaluated and saved, not the parameters it trains (`steps` only upwards).
+REUSABLE_CHANGES = ("run_dir", "steps", "log_every", "eval_every", "save_every", "keep")
+
+
+def _portable(path: str | None, root: Path | None) -> str | None:
+    if path in (None, PREVIOUS_STAGE) or root is None:
+        return path
+    absolute = Path(path).absolute()
+    return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)
+
+
+def describe_callable(fn) -> str | None:
+    """A stable description of an initialiser closure: its name and the values it closes
+    over (arrays by shape, dtype and a hash), so a changed initialiser is seen."""
+    if fn is None:
+        return None
+    parts = [f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"]
+    for cell in getattr(fn, "__closure__", None) or ():
+        value = cell.cell_contents
+        if isinstance(value, (int, float, str, bool, type(None))):
+            parts.append(repr(value))
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            array = np.asarray(value)
+            digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+            parts.append(f"array{list(array.shape)}:{array.dtype}:{digest}")
+        elif callable(value):
+            parts.append(describe_callable(value))
+        else:
+            parts.append(type(value).__name__)
+    return parts[0] + (f"({', '.join(parts[1:])})" if len(parts) > 1 else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,18 +364,25 @@ def _eval_batches(
 # --------------------------------------------------------------------------- the stage
 
 
-def initial_params(cfg: StageConfig) -> dict:
-    """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`."""
+def _checked_prompt(cfg: StageConfig) -> np.ndarray:
+    """`prompt_file`'s array, checked against the model's prompt shape."""
     model_cfg = cfg.model
-    prompt = prompt_lib.load_prompt_file(cfg.prompt_file) if cfg.prompt_file else None
+    prompt = prompt_lib.load_prompt_file(cfg.prompt_file)
     want = (model_cfg.prompt_length, model_cfg.emb_dim)
     if model_cfg.num_prompts > 1:
         want = (model_cfg.num_prompts, *want)
-    if prompt is not None and prompt.shape != want:
+    if prompt.shape != want:
         raise ValueError(
             f"prompt_file {cfg.prompt_file} has shape {prompt.shape}, but the model's prompt is "
             f"{want} ({'num_prompts, ' if len(want) == 3 else ''}prompt_length, emb_dim)"
         )
+    return prompt
+
+
+def initial_params(cfg: StageConfig) -> dict:
+    """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`."""
+    model_cfg = cfg.model
+    prompt = _checked_prompt(cfg) if cfg.prompt_file else None
     if cfg.init_checkpoint is None:
         params = network.init_params(model_cfg, jax.random.key(cfg.seed))
         params = jax.tree_util.tree_map(np.asarray, params)
@@ -355,21 +403,112 @@ def initial_params(cfg: StageConfig) -> dict:
     return params
 
 
-def _check_run_dir(cfg: StageConfig) -> Path:
+def checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """The steps saved under `run_dir/checkpoints`, oldest first (from the folder names)."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def check_run_dir(cfg: StageConfig, paths: Mapping[str, str | None] | None = None) -> Path:
+    """Fails, writing nothing, unless `cfg.run_dir` is new or holds this very stage.
+
+    Every setting must equal the recorded one but `REUSABLE_CHANGES`; `steps` may only
+    be raised past the saved checkpoints. The refusal names each differing setting.
+    `paths`: see `StageConfig.fingerprint`.
+    """
     run_dir = Path(cfg.run_dir)
     meta_path = run_dir / "stage.json"
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        new = json.loads(json.dumps(cfg.fingerprint()))
-        diffs = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+        old = _flat(json.loads(meta_path.read_text()))
+        new = _flat(cfg.fingerprint(paths))
+        keys = [k for k in sorted(set(old) | set(new)) if k not in REUSABLE_CHANGES]
+        diffs = [
+            f"{k}: {_shown(old, k)} -> {_shown(new, k)}"
+            for k in keys
+            if old.get(k, _NONE) != new.get(k, _NONE)
+        ]
         if diffs:
+            older = [k for k in keys if k not in old]
+            note = (
+                f" (stage.json was written by an older promot-jax that did not record "
+                f"{', '.join(older)})"
+                if older
+                else ""
+            )
             raise ValueError(
-                f"run directory {run_dir} holds a different stage ({'; '.join(diffs)}); "
+                f"run directory {run_dir} holds a different stage ({'; '.join(diffs)}){note}; "
                 "it is left untouched: choose a new run directory or restore the old settings"
             )
     elif (run_dir / "checkpoints").exists():
         raise ValueError(f"{run_dir}/checkpoints exists without stage.json; refusing to touch it")
+    saved = checkpoint_steps(run_dir)
+    if saved and cfg.steps < saved[-1]:
+        raise ValueError(
+            f"steps={cfg.steps}, but {run_dir} has trained to step {saved[-1]} already; "
+            f"steps can only be raised (set steps >= {saved[-1]}, or use a new run directory)"
+        )
     return run_dir
+
+
+_NONE = object()
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    """`{"optimizer": {"learning_rate": 0.2}}` -> `{"optimizer.learning_rate": 0.2}`."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _shown(record: dict, key: str) -> str:
+    return repr(record[key]) if key in record else "(not recorded)"
+
+
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+def _restore_newest_good(manager: ocp.CheckpointManager, run_dir: Path, target: dict):
+    """(step, restored) of the newest checkpoint that restores cleanly, or None if none is
+    saved. Newer ones that fail are moved, not deleted, to `run_dir/damaged_checkpoints/`
+    (the run says which, and why); when every checkpoint fails, nothing is moved and the
+    run stops naming each failure."""
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore())
+    failed: list[tuple[int, str]] = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=args)
+        except Exception as e:  # orbax and tensorstore raise many kinds; the step is skipped
+            failed.append((step, " ".join(str(e).split())[:240]))
+            continue
+        for bad, why in failed:
+            aside = run_dir / DAMAGED_DIR / str(bad)
+            aside.parent.mkdir(exist_ok=True)
+            if aside.exists():
+                aside = aside.with_name(f"{bad}-{time.strftime('%Y%m%d-%H%M%S')}")
+            (run_dir / "checkpoints" / str(bad)).rename(aside)
+            print(
+                f"promot-jax: warning: checkpoint step {bad} in {run_dir}/checkpoints does not "
+                f"restore ({why}); moved to {aside}, resuming from step {step}",
+                file=sys.stderr,
+            )
+        if failed:
+            manager.reload()
+        return step, restored
+    if failed:
+        manager.close()
+        raise ValueError(
+            f"no checkpoint in {run_dir}/checkpoints restores: "
+            + "; ".join(f"step {s}: {why}" for s, why in failed)
+            + ". They are left as they are: move them away to start the stage from step 0"
+        )
+    return None
 
 
 EXPORT_NAMES = {"final": ("final_params", "prompt.npy"), "best": ("best_params", "best_prompt.npy")}
@@ -388,24 +527,36 @@ def _export(run_dir: Path, params: dict, which: str, with_prompt: bool):
     return params_path, prompt_path
 
 
-def finished_result(cfg: StageConfig) -> StageResult | None:
-    """The outputs of a stage whose run directory already holds its final export, else None."""
+def planned_result(cfg: StageConfig) -> StageResult:
+    """Where the stage's outputs are (or will be) in its run directory."""
     run_dir = Path(cfg.run_dir)
-    final = run_dir / EXPORT_NAMES["final"][0]
-    if not final.exists():
-        return None
     has_prompt = methods.get_method(cfg.method).has_prompt
-    prompt = run_dir / EXPORT_NAMES["final"][1]
-    best_prompt = run_dir / EXPORT_NAMES["best"][1]
+    final_params, best_params = (EXPORT_NAMES[w][0] for w in ("final", "best"))
+    prompt, best_prompt = (run_dir / EXPORT_NAMES[w][1] for w in ("final", "best"))
     return StageResult(
         run_dir,
         cfg.steps,
-        final,
-        run_dir / EXPORT_NAMES["best"][0],
+        run_dir / final_params,
+        run_dir / best_params,
         prompt if has_prompt else None,
         best_prompt if has_prompt else None,
         {},
     )
+
+
+def finished_result(cfg: StageConfig) -> StageResult | None:
+    """The outputs of a stage whose run directory already holds its final export, else None."""
+    result = planned_result(cfg)
+    return result if result.final_params.exists() else None
+
+
+def validate(cfg: StageConfig, paths: Mapping[str, str | None] | None = None) -> None:
+    """Every check `train_stage` makes before it writes anything: the run directory, the
+    batch against the mesh, the prompt file's shape. `paths`: see `StageConfig.fingerprint`."""
+    check_run_dir(cfg, paths)
+    sharding.check_batch_size(cfg.batch_size, sharding.make_mesh(cfg.mesh_data, cfg.mesh_model))
+    if cfg.prompt_file not in (None, PREVIOUS_STAGE):
+        _checked_prompt(cfg)
 
 
 def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
@@ -422,7 +573,8 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         )
     if not cfg.run_dir:
         raise ValueError("StageConfig.run_dir is empty; give the stage a run directory")
-    run_dir = _check_run_dir(cfg)
+    run_dir = Path(cfg.run_dir)
+    validate(cfg)
     done_already = finished_result(cfg)
     if done_already is not None:
         # `steps` may have been raised since: then the stage goes on training.
@@ -433,7 +585,6 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
             return done_already
     fns = _stage_functions(*_stage_key(cfg))
     mesh = fns.mesh
-    sharding.check_batch_size(cfg.batch_size, mesh)
     params = jax.device_put(initial_params(cfg), fns.param_shardings)
     trainable, frozen = methods.split(method, params)
     del params
@@ -441,7 +592,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (run_dir / "stage.json").write_text(json.dumps(cfg.fingerprint(), indent=2))
+        run_dirs.write_atomic(run_dir / "stage.json", json.dumps(cfg.fingerprint(), indent=2))
     manager = ocp.CheckpointManager(
         (run_dir / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(
@@ -450,16 +601,11 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     )
     start, consumed = 0, 0
     best: dict = {}
-    if manager.latest_step() is not None:
-        start = manager.latest_step()
-        target = {"trainable": trainable, "opt_state": opt_state}
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        restored = manager.restore(
-            start,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
-            ),
-        )
+    restored = _restore_newest_good(
+        manager, run_dir, {"trainable": trainable, "opt_state": opt_state}
+    )
+    if restored is not None:
+        start, restored = restored
         trainable = restored.state["trainable"]
         opt_state = restored.state["opt_state"]
         consumed = restored.data["batches"]
