@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import traceback
+
+from promot_jax import library_noise
 
 # command name -> module under promot_jax.commands (underscored where the CLI uses a dash)
 COMMANDS = {
@@ -32,6 +36,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promot-jax",
         description="ProMoT / DMT format-preserving fine-tuning of mT5 (JAX/Flax).",
+        epilog=f"{VERBOSE_FLAG} (anywhere on the line, or {library_noise.VERBOSE_ENV}=1): keep the "
+        "libraries' own logs (TensorFlow, SentencePiece, absl) and show tracebacks of errors",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     argv = sys.argv[1:] if argv is None else argv
@@ -62,18 +68,40 @@ def _split_gin_dot_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, bindings
 
 
+VERBOSE_FLAG = "--verbose"
+_GIN_CONTEXT = re.compile(r"^\s+In (call to configurable|file|bindings string)\b")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; a user's mistake (a bad flag, binding, path or setting) exits 2 with
+    one line naming it (`--verbose` adds the traceback and the libraries' own logs)."""
+    console = argv is None  # the `promot-jax` program itself, not a call from Python
     argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = VERBOSE_FLAG in argv
+    argv = [a for a in argv if a != VERBOSE_FLAG]
+    try:
+        verbose = verbose or library_noise.verbose_from_env()
+    except ValueError as e:
+        print(f"promot-jax: error: {e}", file=sys.stderr)
+        return 2
+    if not verbose:
+        library_noise.quiet(filter_fd=console)  # before the command imports the libraries
     argv, gin_dot_bindings = _split_gin_dot_flags(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.gin_dot_bindings = gin_dot_bindings
-    module = _load(args.command)
     try:
+        module = _load(args.command)
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, KeyError, OSError) as e:
+        if verbose:
+            traceback.print_exc()
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"promot-jax {args.command}: error: {msg}", file=sys.stderr)
+        if isinstance(e, OSError) and e.filename and not isinstance(msg, str):
+            msg = f"{e.filename}: {e.strerror}"
+        # gin appends "  In call to configurable ..." lines to errors raised under it.
+        lines = [line for line in str(msg).splitlines() if not _GIN_CONTEXT.match(line)]
+        print(f"promot-jax {args.command}: error: {' '.join(lines)}", file=sys.stderr)
         return 2
 
 

@@ -92,7 +92,14 @@ def register_dmt_from_env() -> list[str]:
     if chat_path:
         names.append(register_sharegpt(chat_path).name)
     if code_path and chat_path:
-        k = float(os.environ.get(DMT_K_ENV, mixtures.DMT_DEFAULT_K))
+        raw = os.environ.get(DMT_K_ENV, str(mixtures.DMT_DEFAULT_K))
+        try:
+            k = float(raw)
+        except ValueError:
+            raise ValueError(
+                f"environment variable {DMT_K_ENV}={raw!r} is not a number; set it to the "
+                f"fraction of domain data in DMT stage 2, e.g. {DMT_K_ENV}=0.00390625 (1/256)"
+            ) from None
         stage1, stage2 = mixtures.dmt_mixtures(
             ["promot_gsm8k", "promot_code_alpaca"], ["promot_sharegpt"], k=k, name="promot_dmt"
         )

@@ -9,6 +9,7 @@ in their own modules: `transformers_mt5`, `t5x_legacy`, `t5x_orbax`,
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,6 +67,7 @@ def read_flat_params(
         "t5x_legacy": t5x_legacy.read_params,
         "t5x_orbax": t5x_orbax.read_params,
         "orbax_params": orbax_params.read_params,
+        "promot_step": functools.partial(t5x_orbax.read_params, root=t5x_orbax.PROMOT_STEP_ROOT),
     }[fmt]
     return reader(where, keep)
 
@@ -133,6 +135,7 @@ def load_prompt(path: str | os.PathLike) -> np.ndarray:
         "t5x_legacy": t5x_legacy.param_paths,
         "t5x_orbax": t5x_orbax.param_paths,
         "orbax_params": orbax_params.param_paths,
+        "promot_step": functools.partial(t5x_orbax.param_paths, root=t5x_orbax.PROMOT_STEP_ROOT),
     }[fmt]
     paths = lister(where)
     if PROMPT_PATH not in paths:

@@ -14,14 +14,15 @@ from typing import Literal
 
 from promot_jax.checkpoints import orbax_params, t5x_legacy, t5x_orbax, transformers_mt5
 
-Format = Literal["transformers", "t5x_legacy", "t5x_orbax", "orbax_params"]
+Format = Literal["transformers", "t5x_legacy", "t5x_orbax", "orbax_params", "promot_step"]
 _STEP_DIR = re.compile(r"checkpoint_(\d+)")
 
 EXPECTED = (
     "a transformers directory (config.json + model.safetensors or pytorch_model.bin), "
     "a T5X checkpoint_<step>/ (legacy `checkpoint` msgpack or Orbax `state/_METADATA`), "
     "a T5X model directory holding checkpoint_<step>/ dirs, "
-    "or a promot-jax params checkpoint (Orbax `_METADATA`)"
+    "a promot-jax params checkpoint (Orbax `_METADATA`), "
+    "or a promot-jax training step (<run>/checkpoints/<step>: its trainable parameters)"
 )
 
 
@@ -55,7 +56,10 @@ def detect(path: str | os.PathLike) -> tuple[Format, Path]:
     if (path / t5x_legacy.MSGPACK_NAME).is_file():
         return "t5x_legacy", path
     if (path / t5x_orbax.STATE_DIR / "_METADATA").is_file():
-        return "t5x_orbax", path / t5x_orbax.STATE_DIR
+        state = path / t5x_orbax.STATE_DIR
+        if t5x_orbax.PROMOT_STEP_ROOT in t5x_orbax.tree_metadata(state):
+            return "promot_step", state
+        return "t5x_orbax", state
     if (path / "_METADATA").is_file():
         return ("orbax_params" if orbax_params.is_params_checkpoint(path) else "t5x_orbax"), path
     latest = latest_step_dir(path)

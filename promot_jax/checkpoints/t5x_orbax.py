@@ -85,20 +85,29 @@ def _numpy_restore_args(meta: Any) -> Any:
     return ocp.RestoreArgs(restore_type=np.ndarray)
 
 
-def param_paths(state_dir: str | os.PathLike) -> list[str]:
-    """Paths of the `target` leaves, from the metadata only."""
-    return list(param_tree.flatten(tree_metadata(state_dir).get("target") or {}))
+# The subtree holding parameters: T5X's `target`; a promot-jax training step's `trainable`.
+T5X_ROOT = "target"
+PROMOT_STEP_ROOT = "trainable"
+
+
+def param_paths(state_dir: str | os.PathLike, root: str = T5X_ROOT) -> list[str]:
+    """Paths of the `root` leaves, from the metadata only."""
+    return list(param_tree.flatten(tree_metadata(state_dir).get(root) or {}))
 
 
 def read_params(
-    state_dir: str | os.PathLike, keep: Callable[[str], bool] | None = None
+    state_dir: str | os.PathLike,
+    keep: Callable[[str], bool] | None = None,
+    root: str = T5X_ROOT,
 ) -> dict[str, Any]:
-    """Flat `{path: array}` of `target` in a T5X Orbax `checkpoint_<step>/state` directory."""
+    """Flat `{path: array}` of `root` in an Orbax `state` directory (T5X's
+    `checkpoint_<step>/state`, or a promot-jax `checkpoints/<step>/state`)."""
+    prefix = f"{root}/"
     tree = restore_numpy(
         state_dir,
-        lambda p: p.startswith("target/") and (keep is None or keep(p[len("target/") :])),
+        lambda p: p.startswith(prefix) and (keep is None or keep(p[len(prefix) :])),
     )
-    return param_tree.flatten(tree.get("target") or {})
+    return param_tree.flatten(tree.get(root) or {})
 
 
 def write_checkpoint(

@@ -8,7 +8,6 @@ promot-jax eval --curves RUN --out FIGS
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 HELP = "evaluate a checkpoint on the in-context suite (prompt rule, leak rate), compare runs, plot"
@@ -171,7 +170,9 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tf.data's notes on partial reads
+    from promot_jax import run_dirs
+
+    run_dirs.check_writable(args.out, "--out")
     if args.checkpoint:
         return run_checkpoint(args)
     if args.report:

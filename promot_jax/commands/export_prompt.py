@@ -8,12 +8,14 @@ stage-1 prompt is handed to stage 2 through this export.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
 from promot_jax import checkpoints
 from promot_jax.checkpoints import formats
+from promot_jax.evaluation import model_source
 from promot_jax.prompt import save_prompt_file
 
 HELP = "write the soft prompt of a T5X (Orbax or legacy) or promot-jax checkpoint to a .npy"
@@ -22,14 +24,22 @@ HELP = "write the soft prompt of a T5X (Orbax or legacy) or promot-jax checkpoin
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoint",
-        help="a checkpoint_<step>/ directory, or a model directory (its latest step is used)",
+        help="a T5X checkpoint_<step>/ or model directory (its latest step), a promot-jax "
+        "stage run directory (see --which) or one of its checkpoints/<step>/",
     )
     parser.add_argument("out", help="the .npy file to write ([P, d] float32)")
+    parser.add_argument(
+        "--which",
+        default="best",
+        choices=("best", "final"),
+        help="for a stage run directory: its best or final parameters",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt, where = formats.detect(args.checkpoint)
-    prompt = np.asarray(checkpoints.load_prompt(args.checkpoint))
+    source = model_source.resolve_params_path(Path(args.checkpoint), args.which)
+    fmt, where = formats.detect(source)
+    prompt = np.asarray(checkpoints.load_prompt(source))
     # jnp.issubdtype: bfloat16 counts as floating (np.issubdtype says it does not).
     if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.floating):
         raise ValueError(
