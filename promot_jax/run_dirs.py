@@ -19,14 +19,14 @@ from pathlib import Path
 MARKER = ".promot_jax.json"
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes `text` to `path` via a temporary file beside it: a crash never leaves half a file."""
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Writes `data` to `path` via a temporary file beside it: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

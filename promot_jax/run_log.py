@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 from pathlib import Path
 
@@ -37,13 +37,11 @@ def drop_records_after(run_dir: Path, step: int) -> None:
         kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
         if len(kept) == len(records):
             continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            writer = RecordWriter(f)
-            for record in kept:
-                writer.write(record)
-            writer.flush()
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        writer = RecordWriter(buffer)
+        for record in kept:
+            writer.write(record)
+        run_dirs.write_atomic(path, buffer.getvalue())
 
 
 class RunLog:

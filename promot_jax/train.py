@@ -576,13 +576,9 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     run_dir = Path(cfg.run_dir)
     validate(cfg)
     done_already = finished_result(cfg)
-    if done_already is not None:
-        # `steps` may have been raised since: then the stage goes on training.
-        probe = ocp.CheckpointManager((run_dir / "checkpoints").absolute())
-        latest = probe.latest_step()
-        probe.close()
-        if latest == cfg.steps:
-            return done_already
+    # `steps` may have been raised since: then the stage goes on training.
+    if done_already is not None and checkpoint_steps(run_dir)[-1:] == [cfg.steps]:
+        return done_already
     fns = _stage_functions(*_stage_key(cfg))
     mesh = fns.mesh
     params = jax.device_put(initial_params(cfg), fns.param_shardings)

@@ -87,6 +87,7 @@ def _ints(text: str, flag: str) -> list[int]:
 def run_checkpoint(args: argparse.Namespace) -> int:
     import json
 
+    from promot_jax import run_dirs
     from promot_jax.evaluation import model_source, plots, reports, runner, suite
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
@@ -124,7 +125,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         batch = monitor.alignment_batch(the_suite.target.task, args.alignment_examples)
         cos = alignment.gradient_alignment(model.config, model.params, batch)
         config["gradient_alignment"] = cos
-        runner.write_atomic(Path(args.out) / "alignment.json", json.dumps(cos, indent=2))
+        run_dirs.write_atomic(Path(args.out) / "alignment.json", json.dumps(cos, indent=2))
     run = reports.write_run(args.out, config, results)
     plots.plot_task_scores(run, Path(args.out) / "scores.png")
     plots.plot_norm_avg({label: [run]}, Path(args.out) / "norm_avg.png")
@@ -136,14 +137,15 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     import json
 
-    from promot_jax.evaluation import plots, reports, runner
+    from promot_jax import run_dirs
+    from promot_jax.evaluation import plots, reports
 
     runs = reports.group_runs(args.report)
     text = reports.comparison_markdown(runs)
     out = Path(args.out)
-    runner.write_atomic(out / "comparison.md", text)
+    run_dirs.write_atomic(out / "comparison.md", text)
     summary = {label: [r["summary"] for r in group] for label, group in runs.items()}
-    runner.write_atomic(out / "comparison.json", json.dumps(summary, indent=2))
+    run_dirs.write_atomic(out / "comparison.json", json.dumps(summary, indent=2))
     plots.plot_norm_avg(runs, out / "norm_avg.png")
     print(text)
     print(f"wrote {out}/comparison.md, comparison.json, norm_avg.png")

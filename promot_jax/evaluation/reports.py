@@ -41,7 +41,7 @@ def summarize(results: Sequence[Mapping]) -> dict:
 
 def write_run(out_dir: str | Path, config: Mapping, results: Sequence[Mapping]) -> dict:
     """Writes `eval.json` and a one-column `table.md` for one evaluated checkpoint."""
-    from promot_jax.evaluation.runner import write_atomic
+    from promot_jax.run_dirs import write_atomic
 
     out_dir = Path(out_dir)
     run = {"config": dict(config), "summary": summarize(results), "results": list(results)}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from promot_jax import decoding, network
 from promot_jax.evaluation import prompt_rule, scoring
 from promot_jax.evaluation.model_source import LoadedModel
 from promot_jax.evaluation.suite import Suite, SuiteEntry
+from promot_jax.run_dirs import write_atomic
 
 MIN_INPUT_LENGTH = 32  # inputs are padded to a power of two >= this: few compilations
 DECODE_MARGIN = 4  # room for the sentinels around a span answer
@@ -66,14 +66,6 @@ def _round_up(n: int, m: int) -> int:
 def bucket(n: int, minimum: int) -> int:
     """The smallest power of two >= max(n, minimum): tasks share compiled shapes."""
     return 1 << (max(n, minimum) - 1).bit_length()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` via a temporary file, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- data

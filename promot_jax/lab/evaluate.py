@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from promot_jax import checkpoints
+from promot_jax import checkpoints, run_dirs
 from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
 from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
@@ -148,7 +148,7 @@ def evaluate(
     model = load_base(base) if source is None else load_model(source, which="final")
     if target is None:
         run = evaluator.dmt_run(model, label)
-        runner.write_atomic(done, json.dumps(run, indent=2))
+        run_dirs.write_atomic(done, json.dumps(run, indent=2))
         return run
     run = evaluator.suite_run(model, target, rule, label)
     reports.write_run(out_dir, run["config"], run["results"])
