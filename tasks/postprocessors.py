@@ -54,6 +54,13 @@ def clean_generation(text: str) -> str:
     return cut_at_next_prefix(sentinel_span(_text(text))).strip()
 
 
+def is_label(output: Any, labels: Sequence[str]) -> bool:
+    """Whether a raw output, once cleaned, is exactly one of `labels` (case and surrounding
+    punctuation ignored): "True." on a TriviaQA question is one, "True story" is not."""
+    text = clean_generation(output).strip().strip(string.punctuation).strip().lower()
+    return text in {label.lower() for label in labels}
+
+
 def postprocess(
     output: Any,
     example: Mapping[str, Any] | None = None,

@@ -86,6 +86,12 @@ MCQA = Template(
     labels=("A", "B", "C", "D"),
 )
 QA = Template("qa", "Q: {question} A:")
+# The toy lab's primary target (no real counterpart): labels no other family answers with.
+MENTION = Template(
+    "mention",
+    "{premise} claim: {hypothesis} Near or behind? answer:",
+    labels=("near", "behind"),
+)
 TRANSLATION = Template(
     "translation", "Translate {source_language} to {target_language}: {sentence}"
 )
@@ -104,6 +110,7 @@ TEMPLATES: dict[str, Template] = {
         WIC,
         MCQA,
         QA,
+        MENTION,
         TRANSLATION,
         SUMMARIZATION,
         MATH,

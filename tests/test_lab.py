@@ -9,26 +9,36 @@ import math
 
 import pytest
 
-from promot_jax.lab import pipeline
+from promot_jax.lab import pipeline, plan, verdicts
 from promot_jax.lab.config import BASE_DIR, LabSettings
 from promot_jax.lab.evaluate import DMT_TASKS
-from promot_jax.lab.plan import DOMAIN_STAGE, REGULARIZATION_GRID, regularization_label
+from promot_jax.lab.figures import FIGURES
+from promot_jax.lab.plan import (
+    C1,
+    C2,
+    C4,
+    DOMAIN_STAGE,
+    FT,
+    MECHANISM,
+    PRETRAINED,
+    PROMOT,
+    PT,
+    REGULARIZATION_GRID,
+    regularization_label,
+)
 
 SECTIONS = (
-    "## Direction of the paper's claims at this scale",
-    "## Table 2 analog",
-    "## Table 3 analog",
+    "## Verdict per claim",
+    "## Main table: the primary target and the 1-shot suite",
+    "## What the outputs become",
+    "## Controls",
+    "## Ablations",
+    "## Secondary target: toy RTE (format not new)",
     "## Table 4 analog",
-    "## Table 6 analog",
+    "## Table 2 analog",
     "## Figures 1, 2 and 7 analogs",
     "## DMT Table 1 analog",
     "## Design and hyperparameters (fixed before running)",
-)
-FIGURES = (
-    "fig1_2_leak_and_target.png",
-    "fig7_gradient_alignment.png",
-    "norm_avg_rte.png",
-    "dmt_k_sweep.png",
 )
 
 
@@ -54,33 +64,76 @@ def quick_lab(tmp_path_factory):
     return out
 
 
+def _rows(results, table, label):
+    return [r for r in results["rows"].values() if r["table"] == table and r["label"] == label]
+
+
 def test_quick_lab_report_structure_and_finite_numbers(quick_lab):
     report = (quick_lab / "report.md").read_text()
+    assert report.startswith("# promot-jax mini-lab report\n\n**This is the `--quick` variant")
     for section in SECTIONS:
         assert section in report, section
     for fig in FIGURES:
         assert (quick_lab / fig).stat().st_size > 0, fig
         assert f"]({fig})" in report
     results = json.loads((quick_lab / "results.json").read_text())
-    for table in ("rte", "en_fr", "dmt", "curves"):
-        assert results[table], table
-    assert {"pretrained", "standard FT", "ProMoT", "prompt tuning"} <= set(results["rte"])
+    for label in (PRETRAINED, FT, PT, PROMOT, MECHANISM):
+        assert _rows(results, plan.MAIN, label), label
+    for label in (C2, C4):  # C1 reads the whole pretraining mixture: default lab only
+        assert _rows(results, plan.CONTROLS, label), label
+    assert not _rows(results, plan.CONTROLS, C1)
     numbers = list(_numbers(results))
     assert numbers and all(math.isfinite(x) for x in numbers)
-    for label, runs in results["dmt"].items():  # decoded and teacher-forced, every row
-        for run in runs:
-            assert set(run["scores"]) == set(run["teacher_forced"]) == set(DMT_TASKS), label
-            for scores in run["teacher_forced"].values():
-                assert 0 <= scores["token_accuracy"] <= 100, label
+    # Every claim has a verdict from the fixed vocabulary, with its rule.
+    names = {v["claim"] for v in results["verdicts"]}
+    assert len(names) == len(results["verdicts"]) >= 10
+    allowed = {
+        verdicts.REPRODUCED,
+        verdicts.PARTIAL,
+        verdicts.NOT_REPRODUCED,
+        verdicts.NOT_TESTABLE,
+    }
+    assert {v["verdict"] for v in results["verdicts"]} <= allowed
+    for interval in results["paired"]["norm"]:
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
+    dmt = [r for r in results["rows"].values() if r["table"] == plan.DMT]
+    for run in dmt:  # decoded scores for every DMT row
+        assert set(run["scores"]) == set(DMT_TASKS), run["label"]
     assert "token acc" in report
     assert "DMT (k=1/256) keeps more of the domains than mixed sequential" in report
-    assert "Training on general data after the domains forgets them" in report
-    assert DOMAIN_STAGE in results["dmt"]
+    assert any(r["label"] == DOMAIN_STAGE for r in dmt)
     # The sensitivity table: the lab's own setting plus each grid setting, both methods.
     assert "## Sensitivity: stage 2's dropout and label smoothing" in report
     for dropout, smoothing in REGULARIZATION_GRID:
-        for method in ("standard FT", "ProMoT"):
-            assert regularization_label(method, dropout, smoothing) in results["regularization"]
+        for method in (FT, PROMOT):
+            label = regularization_label(method, dropout, smoothing)
+            assert _rows(results, plan.REGULARIZATION, label), label
+
+
+def test_quick_lab_writes_what_outputs_become(quick_lab):
+    """Predictions per task are on disk, and their output kinds add up to 100%."""
+    row = next((quick_lab / "evals" / "main").glob("standard_FT/s*"))
+    run = json.loads((row / "eval.json").read_text())
+    for result in run["results"]:
+        lines = (row / "predictions" / f"{result['task']}.jsonl").read_text().splitlines()
+        assert len(lines) == result["examples"]
+        assert sum(result["output_kinds"].values()) == pytest.approx(100.0)
+
+
+def test_quick_lab_ft_moves_the_target_format(quick_lab):
+    """One direction on the fixed tiny setting, which a broken training step or a wrong
+    output-kind sort would fail: 4 FT steps at the lab's LR put the new labels into the
+    target's outputs, which the pretrained model never gives."""
+    results = json.loads((quick_lab / "results.json").read_text())
+
+    def label_share(label):
+        (row,) = _rows(results, plan.MAIN, label)
+        key = next(k for k, r in results["rows"].items() if r is row)
+        run = json.loads((quick_lab / "evals" / key / "eval.json").read_text())
+        return next(r for r in run["results"] if r["is_target"])["output_kinds"]["label"]
+
+    assert label_share(PRETRAINED) == 0.0
+    assert label_share(FT) >= 50.0
 
 
 def test_finished_lab_is_not_overwritten_without_force(quick_lab):
@@ -90,7 +143,7 @@ def test_finished_lab_is_not_overwritten_without_force(quick_lab):
 
 def test_interrupted_lab_reuses_finished_stages(quick_lab):
     (quick_lab / "report.md").unlink()
-    checkpoint = next((quick_lab / "rte" / "finetune" / "s0" / "ft" / "checkpoints").iterdir())
+    checkpoint = next((quick_lab / "main" / "finetune" / "s0" / "ft" / "checkpoints").iterdir())
     mtime = checkpoint.stat().st_mtime
     lines = []
     pipeline.run_lab(quick_lab, QUICK, BASE_DIR, log=lines.append)

@@ -11,6 +11,7 @@ import seqio
 from promot_jax import checkpoints
 from promot_jax.lab import mixtures
 from promot_jax.lab.config import BASE_DIR, PretrainSettings, base_model_config
+from promot_jax.lab.plan import LENGTHS
 
 
 def _rates(name: str) -> dict[str, float]:
@@ -85,11 +86,23 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
         tuned = st.method != "promot_stage1"
         assert st.model.dropout_rate == (settings.model_dropout if tuned else 0.0), st.method
         assert st.label_smoothing == (settings.model_label_smoothing if tuned else 0.0), st.method
+    # The controls run the model-tuning recipe of standard FT on other data.
+    exps = {e.name: e for e in plan.build_plan(settings, BASE_DIR, tmp_path).experiments}
+    ft = exps["main/finetune/s10"].stages["ft"]
+    for name, mixture in (
+        ("controls/pretraining_mixture/s10", "lab_toy_pretrain"),
+        ("controls/in_format/s10", "toy_cb"),
+        ("controls/shuffled_labels/s10", "toy_mention_shuffled"),
+    ):
+        control = exps[name].stages["ft"]
+        assert control.mixture == mixture
+        for field in ("steps", "optimizer", "label_smoothing", "model", "seed", "batch_size"):
+            assert getattr(control, field) == getattr(ft, field), (name, field)
     lrs = {st.method: st.optimizer.learning_rate for st in stages}
     assert lrs["promot_stage1"] == settings.prompt_lr and lrs["finetune"] == settings.model_lr
 
 
-@pytest.mark.parametrize("key", ["toy_rte", "toy_rte_1shot", "toy_wmt14_en_fr", "dmt"])
+@pytest.mark.parametrize("key", sorted(LENGTHS))
 def test_lab_lengths_truncate_no_example(key):
     """The lab pads each stage to its longest example; a longer one would be cut silently."""
     import promot_tasks  # noqa: F401  (registers the toy tasks)

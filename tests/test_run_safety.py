@@ -372,3 +372,24 @@ def test_the_filter_drops_only_the_listed_lines():
     assert out.stderr == (  # bytes: "\r" kept as the progress bar wrote it
         b"promot-jax: warning: our own\n\r 50%|#####     | 1/2E0000 something of its own\n"
     )
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        ("1,x", "--seeds needs integers such as 10,11,12, got '1,x'"),
+        ("", "--seeds needs a comma-separated list of integers"),
+        ("3,,4", "--seeds needs a comma-separated list of integers"),
+        ("5,5", "--seeds repeats a seed"),
+        ("100,12", "seeds [100] chose the lab's settings"),
+    ],
+)
+def test_bad_seeds_fail_before_anything_runs(capsys, tmp_path, seeds, message):
+    out = tmp_path / "lab"
+    try:
+        code, err = _run(capsys, "lab", "--seeds", seeds, "--out", str(out))
+    except SystemExit as exit_:  # argparse's own errors
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert not out.exists()

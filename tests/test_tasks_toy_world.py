@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import seqio
 
@@ -204,3 +205,57 @@ def test_build_vocab_reproduces_shipped_model(tmp_path):
     build_vocab.main(["--out", str(out)])
     with open(TOY_VOCAB_PATH, "rb") as f:
         assert out.read_bytes() == f.read()
+
+
+def test_mention_target_is_a_new_format_and_held_out():
+    """toy_mention's labels are never the answer of a suite task, it is not pretrained on
+    nor in the vocabulary's text, its label does not depend on the claim's truth, and the
+    shuffled control's labels do not depend on the input."""
+    import promot_tasks  # noqa: F401
+    from promot_tasks import catalogue
+    from promot_tasks.toy_world import families, toy_tasks
+
+    info = catalogue.task_info("toy_mention")
+    assert info.labels == ("near", "behind") and info.is_fine_tune_target
+    suite_answers = set()
+    for key in toy_tasks.in_context_keys():
+        for split in families.generate_splits(key).values():
+            suite_answers |= {str(r["answer"]).lower() for r in split}
+    assert not suite_answers & {"near", "behind"}
+    members = {name for name, _ in toy_tasks.pretraining_members("toy")}
+    assert not any("mention" in m for m in members)
+    assert not families.TOY_FAMILIES["mention"].in_vocabulary
+    world = make_world(0)
+
+    def relations(text):  # which relations' values a sentence names
+        words = {w.strip(".") for w in text.split()}
+        return {r for r in ("city", "job", "pet", "color") if words & set(world.values(r))}
+
+    def mentioned(r):
+        (claim,) = relations(r["hypothesis"])
+        return claim in relations(r["premise"])
+
+    records = families.generate_splits("mention")["train"]
+    assert 0.4 < np.mean([r["answer"] == "near" for r in records]) < 0.6
+    assert all(mentioned(r) == (r["answer"] == "near") for r in records)
+    truth = [world.facts[r["premise"].split()[0]] for r in records]  # claims true or false
+    assert 0.3 < np.mean([any(v in r["hypothesis"] for v in t.values()) for r, t in
+                          zip(records, truth, strict=True)]) < 0.95  # fmt: skip
+    shuffled = families.generate_splits("mention_shuffled")["train"]
+    agree = np.mean([mentioned(r) == (r["answer"] == "near") for r in shuffled])
+    assert 0.4 < agree < 0.6
+
+
+def test_output_kinds_of_each_suite_family():
+    from promot_tasks.toy_world import families, formats
+
+    for key in ("cb", "wic", "triviaqa", "web_questions", "wmt16_en_de", "wmt16_en_ro", "xsum",
+                "wikilingua_en", "mention"):  # fmt: skip
+        for r in families.generate_splits(key)["validation"][:50]:
+            assert formats.output_kind(key, str(r["answer"]), None) == "own", key
+        assert formats.output_kind(key, "near.", ("near", "behind")) == "label"
+        assert formats.output_kind(key, "  ", ("near", "behind")) == "empty"
+    assert formats.output_kind("triviaqa", "True", ("near", "behind")) == "other"
+    assert formats.output_kind("wmt16_en_de", "the cat sees a dog", None) == "other"
+    assert formats.output_kind("xsum", "The farmer went home.", None) == "other"
+    assert formats.output_kind("cb", "True", ("True", "False")) == "label"  # RTE: label first

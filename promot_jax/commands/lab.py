@@ -3,7 +3,9 @@
 promot-jax lab                       # full lab from the shipped base, new lab_runs/lab-<time>/
 promot-jax lab --quick               # the same pipeline, reduced (CI)
 promot-jax lab --out DIR             # resume an interrupted lab in DIR (--force: start over)
+promot-jax lab --seeds 10,11,12      # the seeds of the main rows (default: held-out 10,11,12)
 promot-jax lab --regularization_grid # + stage 2 with its dropout / label smoothing off
+promot-jax lab pilot --out DIR       # the registered pilot that chose the lab's settings
 promot-jax lab pretrain --out DIR    # pretrain the base model (DIR/base_model) and score it
 """
 
@@ -22,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "action",
         nargs="?",
         default="run",
-        choices=("run", "pretrain"),
-        help="run (default): the lab; pretrain: build the base model",
+        choices=("run", "pretrain", "pilot"),
+        help="run (default): the lab; pretrain: build the base model; pilot: the registered "
+        "pilot that chose the lab's settings (docs/lab_pilot.md)",
     )
     parser.add_argument(
         "--out", default=None, help="run directory (default: lab_runs/lab-<timestamp>)"
@@ -41,10 +44,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also rerun seed 0's FT and ProMoT stage 2 with stage 2's dropout and/or label "
         "smoothing off (a sensitivity table in the report; ~3 more minutes)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="comma-separated seeds of the main rows (default: the held-out 10,11,12; "
+        "--quick: 0); the pilot's seeds are refused",
+    )
     parser.add_argument("--steps", type=int, default=None, help="pretrain: number of steps")
     parser.add_argument(
         "--eval_examples", type=int, default=32, help="pretrain: examples per suite task"
     )
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'10,11,12' -> (10, 11, 12); anything else is an argparse error naming the value."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"--seeds needs a comma-separated list of integers such as 10,11,12, got {text!r}"
+        )
+    try:
+        seeds = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds needs integers such as 10,11,12, got {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds repeats a seed: {text!r}")
+    return seeds
 
 
 def _pretrain(args) -> int:
@@ -65,12 +93,10 @@ def _pretrain(args) -> int:
     base = pretrain.pretrain(args.out, settings)
     seconds = time.perf_counter() - start
     print(f"pretrained base: {base} ({seconds:.0f}s)")
-    evaluator = evaluate.LabEvaluator(
-        runner.DecodeSettings(method="greedy", max_examples=args.eval_examples),
-        args.eval_examples,
-    )
+    n = args.eval_examples
+    evaluator = evaluate.LabEvaluator(runner.DecodeSettings(method="greedy", max_examples=n), n, n)
     model = evaluate.load_base(base)
-    run = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
+    run, _ = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
     dmt = evaluator.dmt_run(model, "pretrained base")
     run["dmt"], run["dmt_teacher_forced"] = dmt["scores"], dmt["teacher_forced"]
     run_dirs.write_atomic(Path(args.out, pretrain.BASE_EVAL_JSON), json.dumps(run, indent=2))
@@ -83,14 +109,20 @@ def _pretrain(args) -> int:
 # Flags that only one action reads, and their defaults: given to the other, they are refused.
 ACTION_FLAGS = {
     "pretrain": {"steps": None, "eval_examples": 32},
-    "run": {"quick": False, "force": False, "base": None, "regularization_grid": False},
+    "run": {
+        "quick": False,
+        "force": False,
+        "base": None,
+        "regularization_grid": False,
+        "seeds": None,
+    },
 }
 
 
 def _check_flags(args: argparse.Namespace) -> None:
     for action, flags in ACTION_FLAGS.items():
-        if action == args.action:
-            continue
+        if action == args.action or (args.action == "pilot" and action == "run"):
+            continue  # the pilot reads --out, --force and --base like the lab
         given = [f"--{k}" for k, default in flags.items() if getattr(args, k) != default]
         if given:
             raise ValueError(
@@ -108,7 +140,20 @@ def run(args: argparse.Namespace) -> int:
     from promot_jax.lab import pipeline
     from promot_jax.lab.config import LabSettings
 
-    settings = LabSettings.quick() if args.quick else LabSettings()
+    if args.action == "pilot":
+        from promot_jax.lab import pilot
+
+        if args.seeds is not None or args.regularization_grid:
+            raise ValueError(
+                "the pilot runs its registered seeds and grid; drop --seeds and "
+                "--regularization_grid (nothing was run)"
+            )
+        pilot.run_pilot(args.out, args.base, force=args.force, quick=args.quick)
+        return 0
+    if args.quick:
+        settings = LabSettings.quick(**({"seeds": args.seeds} if args.seeds else {}))
+    else:
+        settings = LabSettings(**({"seeds": args.seeds} if args.seeds else {}))
     if args.regularization_grid:
         settings = dataclasses.replace(settings, regularization_grid=True)
     pipeline.run_lab(args.out, settings, args.base, force=args.force)

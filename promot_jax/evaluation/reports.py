@@ -77,13 +77,18 @@ def group_runs(paths: Sequence[str], labels: Sequence[str] | None = None) -> dic
     return grouped
 
 
-def _cell(values: Sequence[float | None]) -> str:
+def mean_std_cell(values: Sequence[float | None], digits: int = 2, n: bool = False) -> str:
+    """"-" for no values, the value for one, "mean ± sample std" (and "(n=...)") for more."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+        return f"{values[0]:.{digits}f}"
+    count = f" (n={len(values)})" if n else ""
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}{count}"
+
+
+_cell = mean_std_cell
 
 
 def _task_scores(run: Mapping, key: str, shots: int) -> float | None:

@@ -281,10 +281,7 @@ def run_suite(
         result, rows = evaluate_task(
             entry, suite.target, decoders[with_prompt], params, settings, prompt_used=with_prompt
         )
-        write_atomic(
-            out_dir / "predictions" / f"{entry.task}.jsonl",
-            "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows),
-        )
+        write_predictions(out_dir, entry.task, rows)
         write_atomic(path, json.dumps(result, indent=2))
         results.append(result)
         leak = "" if result["leak_rate"] is None else f", leak {result['leak_rate']:.1f}%"
@@ -294,6 +291,21 @@ def run_suite(
             f"{result['examples']} examples, {result['seconds']:.1f}s)"
         )
     return results
+
+
+def predictions_path(out_dir: str | Path, task: str) -> Path:
+    return Path(out_dir) / "predictions" / f"{task}.jsonl"
+
+
+def write_predictions(out_dir: str | Path, task: str, rows: Sequence[dict]) -> None:
+    """One task's per-example rows (input, target, output, prediction), atomically."""
+    text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
+    write_atomic(predictions_path(out_dir, task), text)
+
+
+def read_predictions(out_dir: str | Path, task: str) -> list[dict]:
+    path = predictions_path(out_dir, task)
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def _jsonable(value: Any) -> Any:

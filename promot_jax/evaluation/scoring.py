@@ -9,7 +9,6 @@ or T5X would report for the same outputs.
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from promot_tasks.catalogue import TaskInfo
 from promot_tasks.metrics import METRICS
-from promot_tasks.postprocessors import clean_generation, postprocess_fn_for
+from promot_tasks.postprocessors import is_label, postprocess_fn_for
 
 
 def _text(value: Any) -> str:
@@ -54,8 +53,7 @@ def in_label_set(output: str, labels: Sequence[str]) -> bool:
     """Whether a raw output, once cleaned, is exactly one of `labels` (case and
     surrounding punctuation ignored): "True." on a TriviaQA question is a leak,
     "True story" is not."""
-    text = clean_generation(_text(output)).strip().strip(string.punctuation).strip().lower()
-    return text in {label.lower() for label in labels}
+    return is_label(output, labels)
 
 
 def leak_rate(outputs: Sequence[str], labels: Sequence[str] | None) -> float | None:

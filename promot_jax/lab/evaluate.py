@@ -17,10 +17,12 @@ from pathlib import Path
 from promot_jax import checkpoints, run_dirs
 from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
+from promot_jax.evaluation.scoring import leak_rate
 from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
 from promot_jax.lab.config import base_model_config
 from promot_jax.lab.mixtures import DMT_DOMAIN, DMT_GENERAL
 from promot_jax.lab.plan import LENGTHS
+from promot_tasks.toy_world import formats
 
 DMT_TASKS = (*DMT_DOMAIN, *DMT_GENERAL)
 DMT_LENGTHS = LENGTHS["dmt"]  # the DMT stages' own feature lengths
@@ -41,14 +43,11 @@ def _scoring_config(config):
 class LabEvaluator:
     """Decodes with shared decoders and cached examples; greedy or beam as configured."""
 
-    def __init__(self, settings: runner.DecodeSettings, dmt_examples: int):
+    def __init__(self, settings: runner.DecodeSettings, dmt_examples: int, target_examples: int):
         self.settings = settings
-        self.dmt_settings = runner.DecodeSettings(
-            method=settings.method,
-            beam_size=settings.beam_size,
-            batch_size=settings.batch_size,
-            max_examples=dmt_examples,
-        )
+        self.dmt_settings = dataclasses.replace(settings, max_examples=dmt_examples)
+        self.target_settings = dataclasses.replace(settings, max_examples=target_examples)
+        self._decoded: dict[tuple, tuple[dict, list[dict]]] = {}
         self._decoders: dict[str, runner.Decoder] = {}
         self._scorers: dict[str, TeacherForcedScorer] = {}
         self._examples: dict[tuple[str, int | None], list] = {}
@@ -66,26 +65,44 @@ class LabEvaluator:
             self._examples[key] = runner.load_examples(entry.task, entry.info.eval_split, n)
         return self._examples[key]
 
-    def _score(self, model, entries, target, rule, settings) -> list[dict]:
-        results = []
+    def _score(self, model, entries, target, rule, settings) -> list[tuple[dict, list[dict]]]:
+        """(result, per-example rows) of each entry. A task decoded earlier for the same
+        checkpoint and prompt use (the base under two targets) is not decoded again: only
+        the figures that depend on the target (leak, output kinds) are recomputed."""
+        done = []
         for entry in entries:
             with_prompt, config, params = model.for_task(entry.info, target.info, rule)
-            result, _ = runner.evaluate_task(
-                entry,
-                target,
-                self._decoder(config, settings),
-                params,
-                settings,
-                prompt_used=with_prompt,
-                examples=self._load(entry, settings.max_examples),
-            )
-            results.append(result)
-        return results
+            key = (model.source, model.prompt_source, entry.task, with_prompt, repr(settings))
+            if key not in self._decoded:
+                self._decoded[key] = runner.evaluate_task(
+                    entry,
+                    target,
+                    self._decoder(config, settings),
+                    params,
+                    settings,
+                    prompt_used=with_prompt,
+                    examples=self._load(entry, settings.max_examples),
+                )
+            result, rows = self._decoded[key]
+            outputs = [r["output"] for r in rows]
+            result = {
+                **result,
+                "is_target": entry.is_target,
+                "leak_rate": None if entry.is_target else leak_rate(outputs, target.info.labels),
+                "output_kinds": output_shares(entry.task, outputs, target.info.labels),
+            }
+            done.append((result, rows))
+        return done
 
-    def suite_run(self, model: LoadedModel, target: str, rule: str, label: str) -> dict:
-        """The target at 0-shot and the 8-task toy suite at 1 shot (an eval.json-shaped dict)."""
+    def suite_run(
+        self, model: LoadedModel, target: str, rule: str, label: str, *, suite_tasks: bool = True
+    ) -> tuple[dict, dict[str, list[dict]]]:
+        """The target at 0-shot (its first `target_examples`) and, with `suite_tasks`, the
+        8-task toy suite at 1 shot: an eval.json-shaped dict and each task's rows."""
         s = suite.build_suite(target, shots=(1,))
-        results = self._score(model, s.entries, s.target, rule, self.settings)
+        scored = self._score(model, s.entries[:1], s.target, rule, self.target_settings)
+        if suite_tasks:
+            scored += self._score(model, s.entries[1:], s.target, rule, self.settings)
         config = {
             "label": label,
             "checkpoint": model.source,
@@ -93,8 +110,11 @@ class LabEvaluator:
             "prompt_rule": rule,
             "target": target,
             "decode": dict(self.settings.__dict__),
+            "target_examples": self.target_settings.max_examples,
         }
-        return {"config": config, "summary": reports.summarize(results), "results": results}
+        results = [r for r, _ in scored]
+        run = {"config": config, "summary": reports.summarize(results), "results": results}
+        return run, {r["task"]: rows for r, rows in scored}
 
     def _teacher_forced_scorer(self, config) -> TeacherForcedScorer:
         config = _scoring_config(config)
@@ -109,7 +129,7 @@ class LabEvaluator:
         entries = [suite.entry(t) for t in tasks]
         results = []
         for e in entries:
-            results += self._score(model, [e], e, "never", self.dmt_settings)
+            results += [r for r, _ in self._score(model, [e], e, "never", self.dmt_settings)]
         scores = {r["task"]: r["score"] for r in results}
         config, params = model.without_prompt()
         scorer = self._teacher_forced_scorer(config)
@@ -131,6 +151,19 @@ class LabEvaluator:
         }
 
 
+def output_shares(
+    task: str, outputs: Sequence[str], labels: Sequence[str] | None
+) -> dict[str, float] | None:
+    """% of `outputs` of each kind in formats.OUTPUT_KINDS (label of the fine-tuned target /
+    the task's own format / empty / other); None for a task without a format check (DMT)."""
+    _, key, _ = suite.split_name(task)
+    if not formats.has_check(key):
+        return None
+    kinds = [formats.output_kind(key, o, labels) for o in outputs]
+    n = max(len(kinds), 1)
+    return {k: 100.0 * kinds.count(k) / n for k in formats.OUTPUT_KINDS}
+
+
 def evaluate(
     evaluator: LabEvaluator,
     out_dir: Path,
@@ -139,9 +172,10 @@ def evaluate(
     target: str | None,
     rule: str,
     label: str,
+    suite_tasks: bool = True,
 ) -> dict:
     """Scores one model (a stage run dir, or the base when `source` is None), reusing a
-    finished eval.json in `out_dir`."""
+    finished eval.json in `out_dir`; the per-example rows go to `out_dir/predictions/`."""
     done = out_dir / reports.EVAL_JSON
     if done.is_file():
         return json.loads(done.read_text())
@@ -150,6 +184,8 @@ def evaluate(
         run = evaluator.dmt_run(model, label)
         run_dirs.write_atomic(done, json.dumps(run, indent=2))
         return run
-    run = evaluator.suite_run(model, target, rule, label)
+    run, rows = evaluator.suite_run(model, target, rule, label, suite_tasks=suite_tasks)
+    for task, task_rows in rows.items():
+        runner.write_predictions(out_dir, task, task_rows)
     reports.write_run(out_dir, run["config"], run["results"])
     return json.loads(done.read_text())

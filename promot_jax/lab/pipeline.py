@@ -83,6 +83,19 @@ def prepare_out_dir(
     return resumed
 
 
+def step0_point(out: Path, exp, eval_fn) -> None:
+    """The monitor's scalars before the first step, kept in `<exp>/step0.json`."""
+    from promot_jax import train
+    from promot_jax.lab.figures import STEP0_JSON
+
+    path = out / exp.name / STEP0_JSON
+    if not path.exists():
+        first = dataclasses.replace(next(iter(exp.stages.values())), run_dir=str(path.parent))
+        scalars = eval_fn(train.initial_params(first), 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run_dirs.write_atomic(path, json.dumps({"step": 0, **scalars}))
+
+
 def lab_entries(experiment_names: Sequence[str]) -> list[str]:
     """Every top-level name a lab writes in its directory (what `--force` may remove)."""
     from promot_jax.lab import report
@@ -128,10 +141,11 @@ def run_lab(
             method=settings.decode, batch_size=16, max_examples=settings.eval_examples
         ),
         settings.dmt_eval_examples,
+        settings.target_examples,
     )
     timings_path = out / TIMINGS_JSON
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    total = len(lab_plan.experiments) + len(lab_plan.evaluations)
+    total = len(lab_plan.experiments) + len(lab_plan.rows)
     done = 0
     start = time.perf_counter()
 
@@ -146,19 +160,19 @@ def run_lab(
     results: dict[str, dict] = {}
 
     def run_evals(prefix: str | None) -> None:
-        for ev in lab_plan.evaluations:
-            is_base = ev.source == plan.BASE
-            if (prefix is None) != is_base or (prefix and not ev.source.startswith(prefix + "/")):
+        for row in lab_plan.rows:
+            is_base = row.source == plan.BASE
+            if (prefix is None) != is_base or (prefix and not row.source.startswith(prefix + "/")):
                 continue
             t = time.perf_counter()
-            source = None if is_base else out / ev.source
-            results[ev.key] = evaluate.evaluate(
-                evaluator, out / EVALS_DIR / ev.key, source, base, ev.target, ev.rule, ev.label
-            )
-            tick(f"eval {ev.key}", time.perf_counter() - t)
+            source = None if is_base else out / row.source
+            results[row.key] = evaluate.evaluate(
+                evaluator, out / EVALS_DIR / row.key, source, base, row.target, row.rule,
+                row.label, suite_tasks=row.suite,
+            )  # fmt: skip
+            tick(f"eval {row.key}", time.perf_counter() - t)
 
     run_evals(None)
-    curves: dict[str, list] = {}
     for exp in lab_plan.experiments:
         t = time.perf_counter()
         eval_fn = None
@@ -170,7 +184,7 @@ def run_lab(
                 examples=settings.monitor_examples,
                 method="greedy",
             )
-            curves[exp.name] = report.step0_point(out, exp, eval_fn, base)
+            step0_point(out, exp, eval_fn)
         experiment.run_experiment(exp.stages, str(out / exp.name), eval_fn=eval_fn)
         tick(f"train {exp.name}", time.perf_counter() - t)
         run_evals(exp.name)

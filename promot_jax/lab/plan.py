@@ -1,36 +1,79 @@
-"""What the lab trains and evaluates: experiments (chains of stages) and evaluations.
+"""What the lab trains and scores: experiments (chains of stages) and rows (models to score).
 
 Every experiment starts from the base model. Names are paths under the lab's run
-directory, so a rerun finds (and `run_experiment` reuses) the stages it finished.
+directory, so a rerun finds (and `run_experiment` reuses) the stages it finished. A `Row`
+carries its table, label and seed from here to the report, which reads them instead of
+matching strings.
 
-- RTE (ProMoT Tables 2, 3, 6): pretrained, standard FT, prompt tuning (= ProMoT
-  stage 1), ProMoT, ProMoT + 1-shot, joint, FT with a fixed random prompt.
-- En-Fr (Table 4): pretrained, standard FT, ProMoT.
-- DMT (DMT Table 1, k sweep): general only, multi-task, sequential, mixed
-  sequential, DMT at each k.
+- main (the primary target, a new format; every seed): pretrained, standard FT, prompt
+  tuning (= ProMoT stage 1, also control C3), ProMoT, and the mechanism row: ProMoT's
+  trunk on the target with the prompt removed.
+- controls (first seed): C1 the model-tuning recipe on the pretraining mixture, C2 narrow
+  FT on an in-format task (toy CB), C4 FT on the target with shuffled labels.
+- ablations (first seed): ProMoT + 1-shot, joint prompt+model tuning (and FT with a fixed
+  random prompt when asked for).
+- secondary (first seed): toy RTE, whose format is not new.
+- en_fr (Table 4; first seed): pretrained, standard FT, prompt tuning, ProMoT.
+- dmt (DMT Table 1 and the k sweep; first seed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
-from promot_jax import train
+from promot_jax import methods, train
 from promot_jax.lab import mixtures
-from promot_jax.lab.config import LabSettings, base_model_config
+from promot_jax.lab.config import (
+    IN_FORMAT_TARGET,
+    PRIMARY_TARGET,
+    SECONDARY_TARGET,
+    SHUFFLED_TARGET,
+    LabSettings,
+    PretrainSettings,
+    base_model_config,
+)
 from promot_jax.optimizer import OptimizerConfig
 from promot_jax.train import PREVIOUS_STAGE
 
-RTE, RTE_1SHOT, EN_FR = "toy_rte", "toy_rte_1shot", "toy_wmt14_en_fr"
+EN_FR = "toy_wmt14_en_fr"
 # Each stage's rows fit its longest toy example (EOS included) and no more: the step's
 # cost grows with the padded length (tests/test_lab_base.py checks nothing is truncated).
 LENGTHS = {
-    RTE: {"inputs": 48, "targets": 4},
-    RTE_1SHOT: {"inputs": 88, "targets": 4},
+    PRIMARY_TARGET: {"inputs": 49, "targets": 4},  # = its shuffled control's: one compile
+    f"{PRIMARY_TARGET}_1shot": {"inputs": 96, "targets": 4},
+    SHUFFLED_TARGET: {"inputs": 49, "targets": 4},
+    IN_FORMAT_TARGET: {"inputs": 56, "targets": 4},
+    SECONDARY_TARGET: {"inputs": 48, "targets": 4},
     EN_FR: {"inputs": 20, "targets": 16},
     "dmt": {"inputs": 64, "targets": 56},
 }
-BASE = "base"  # an Evaluation's source meaning the pretrained model itself
+BASE = "base"  # a Row's source meaning the pretrained model itself
+
+# Tables and labels: the report reads these names, never strings of its own.
+MAIN, CONTROLS, ABLATIONS, SECONDARY, EN_FR_TABLE, DMT, REGULARIZATION = (
+    "main",
+    "controls",
+    "ablations",
+    "secondary",
+    "en_fr",
+    "dmt",
+    "regularization",
+)
+PRETRAINED, FT, PT, PROMOT, MECHANISM = (
+    "pretrained",
+    "standard FT",
+    "prompt tuning",
+    "ProMoT",
+    "ProMoT trunk, prompt removed",
+)
+C1, C2, C4 = (
+    "C1: model-tuning recipe on the pretraining mixture",
+    "C2: narrow FT on an in-format task (toy CB)",
+    "C4: FT on the target with shuffled labels",
+)
+PROMOT_1SHOT, JOINT, FIXED_RANDOM = "ProMoT + 1-shot", "joint", "FT + fixed random prompt"
 # The model after the shared domain stage (mixed sequential's and DMT's stage 1).
 DOMAIN_STAGE = "domains only (DMT stage 1)"
 # Stage 2's (dropout, label smoothing) that LabSettings.regularization_grid adds; the lab's
@@ -53,25 +96,36 @@ class Experiment:
 
 
 @dataclasses.dataclass(frozen=True)
-class Evaluation:
-    """One model to score: a finished stage (or the base) on a suite or on DMT's tasks."""
+class Row:
+    """One model to score, and where it goes in the report.
 
-    table: str  # "rte", "en_fr", "dmt"
-    label: str  # column (equal labels = seeds)
+    `target`: the fine-tuned task (None: DMT's tasks). `suite=False` scores the target
+    only (prompt tuning's suite is the base's: the prompt is removed there and the trunk
+    is frozen; the mechanism row asks only about the target).
+    """
+
+    table: str
+    label: str
     seed: int
     source: str  # "<experiment>/<stage>" or BASE
-    target: str | None  # suite target; None: DMT tasks
+    target: str | None
     rule: str = "rule"
+    suite: bool = True
 
     @property
     def key(self) -> str:
-        return f"{self.table}/{self.label}/s{self.seed}".replace(" ", "_").replace("+", "p")
+        """`<table>/<label as a file name>/s<seed>`, e.g. "main/ProMoT_1shot/s10"."""
+        name = re.sub(r"[^A-Za-z0-9]+", "_", self.label.split(":")[0]).strip("_")
+        return f"{self.table}/{name}/s{self.seed}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     experiments: list[Experiment]
-    evaluations: list[Evaluation]
+    rows: list[Row]
+
+    def rows_of(self, table: str, label: str | None = None) -> list[Row]:
+        return [r for r in self.rows if r.table == table and label in (None, r.label)]
 
 
 def _stage(
@@ -88,17 +142,17 @@ def _stage(
     init: str | None = None,
     prompt_file: str | None = None,
     eval_every: int = 0,
+    pack: bool = False,
 ) -> train.StageConfig:
-    prompt = method != "finetune"
-    tunes_model = method != "promot_stage1"
+    m = methods.get_method(method)
     return train.StageConfig(
         method=method,
         mixture=mixture,
         model=base_model_config(
-            prompt_length=s.prompt_length if prompt else 0,
-            dropout_rate=s.model_dropout if tunes_model else 0.0,
+            prompt_length=s.prompt_length if m.has_prompt else 0,
+            dropout_rate=s.model_dropout if m.trains_trunk else 0.0,
         ),
-        label_smoothing=s.model_label_smoothing if tunes_model else 0.0,
+        label_smoothing=s.model_label_smoothing if m.trains_trunk else 0.0,
         steps=steps,
         batch_size=s.batch_size,
         feature_lengths=lengths,
@@ -112,158 +166,155 @@ def _stage(
         log_every=max(1, min(10, steps)),
         seed=seed,
         rng_impl=s.rng_impl,
+        pack=pack,
     )
 
 
-def _rte_model_tuning(method: str, s: LabSettings, base: Path, seed: int, **kw):
-    """A stage-2-length model-tuning stage on toy RTE (standard FT, joint, ablations)."""
-    return _stage(method, RTE, s.stage2_steps, s.model_lr, LENGTHS[RTE], s, base, seed, **kw)
+def _model_tuning(method: str, task: str, s: LabSettings, base: Path, seed: int, **kw):
+    """A stage-2-length model-tuning stage (standard FT, joint, controls) on `task`."""
+    lengths = kw.pop("lengths", None) or LENGTHS[task]
+    return _stage(method, task, s.stage2_steps, s.model_lr, lengths, s, base, seed, **kw)
 
 
 def _promot(task: str, s: LabSettings, base: Path, seed: int, every: int) -> dict:
     lengths = LENGTHS[task]
     return {
         "stage1": _stage(
-            "promot_stage1",
-            task,
-            s.stage1_steps,
-            s.prompt_lr,
-            lengths,
-            s,
-            base,
-            seed,
+            "promot_stage1", task, s.stage1_steps, s.prompt_lr, lengths, s, base, seed,
             eval_every=every,
         ),
         "stage2": _stage(
-            "promot_stage2",
-            task,
-            s.stage2_steps,
-            s.model_lr,
-            lengths,
-            s,
-            base,
-            seed,
-            prompt_file=PREVIOUS_STAGE,
-            eval_every=every,
+            "promot_stage2", task, s.stage2_steps, s.model_lr, lengths, s, base, seed,
+            prompt_file=PREVIOUS_STAGE, eval_every=every,
         ),
-    }
+    }  # fmt: skip
+
+
+def _target_rows(table: str, task: str, s: LabSettings, base: Path, seed: int, every: int):
+    """Standard FT, prompt tuning and ProMoT on `task` for one seed."""
+    ft, promot = f"{table}/finetune/s{seed}", f"{table}/promot/s{seed}"
+    monitor = task if every else None
+    exps = [
+        Experiment(
+            ft, {"ft": _model_tuning("finetune", task, s, base, seed, eval_every=every)}, monitor
+        ),
+        Experiment(promot, _promot(task, s, base, seed, every), monitor),
+    ]
+    rows = [
+        Row(table, FT, seed, f"{ft}/ft", task, rule="never"),
+        Row(table, PT, seed, f"{promot}/stage1", task, suite=False),
+        Row(table, PROMOT, seed, f"{promot}/stage2", task),
+    ]
+    return exps, rows
 
 
 def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
-    """The lab's experiments and evaluations for settings `s` and base checkpoint `base`."""
+    """The lab's experiments and rows for settings `s` and base checkpoint `base`."""
     exps: list[Experiment] = []
-    evals: list[Evaluation] = [
-        Evaluation("rte", "pretrained", 0, BASE, RTE, rule="never"),
-        Evaluation("en_fr", "pretrained", 0, BASE, EN_FR, rule="never"),
-        Evaluation("dmt", "pretrained", 0, BASE, None),
-    ]
+    rows: list[Row] = [Row(MAIN, PRETRAINED, 0, BASE, PRIMARY_TARGET, rule="never")]
+    first = s.seeds[0]
     for seed in s.seeds:
-        monitor = RTE if seed == s.seeds[0] else None
-        every = s.eval_every if monitor else 0
-        ft = f"rte/finetune/s{seed}"
-        exps.append(
-            Experiment(
-                ft,
-                {"ft": _rte_model_tuning("finetune", s, base, seed, eval_every=every)},
-                monitor,
-            )
-        )
-        promot = f"rte/promot/s{seed}"
-        exps.append(Experiment(promot, _promot(RTE, s, base, seed, every), monitor))
-        evals += [
-            Evaluation("rte", "standard FT", seed, f"{ft}/ft", RTE, rule="never"),
-            Evaluation("rte", "prompt tuning", seed, f"{promot}/stage1", RTE),
-            Evaluation("rte", "ProMoT", seed, f"{promot}/stage2", RTE),
-        ]
-    seed = s.seeds[0]
+        every = s.eval_every if seed == first else 0
+        e, r = _target_rows(MAIN, PRIMARY_TARGET, s, base, seed, every)
+        exps += e
+        rows += r
+        rows.append(
+            Row(MAIN, MECHANISM, seed, f"main/promot/s{seed}/stage2", PRIMARY_TARGET,
+                rule="never", suite=False)
+        )  # fmt: skip
+    if s.controls:
+        e, r = _controls(s, base, first)
+        exps += e
+        rows += r
     if s.run_ablations:
-        exps_a, evals_a = _ablations(s, base, seed)
-        exps += exps_a
-        evals += evals_a
+        e, r = _ablations(s, base, first)
+        exps += e
+        rows += r
+    if s.secondary:
+        e, r = _target_rows(SECONDARY, SECONDARY_TARGET, s, base, first, 0)
+        exps += e
+        rows += [Row(SECONDARY, PRETRAINED, 0, BASE, SECONDARY_TARGET, rule="never"), *r]
     if s.run_enfr:
-        ft, promot = f"en_fr/finetune/s{seed}", f"en_fr/promot/s{seed}"
-        exps += [
-            Experiment(
-                ft,
-                {
-                    "ft": _stage(
-                        "finetune", EN_FR, s.stage2_steps, s.model_lr, LENGTHS[EN_FR], s, base, seed
-                    )
-                },
-            ),
-            Experiment(promot, _promot(EN_FR, s, base, seed, 0)),
-        ]
-        evals += [
-            Evaluation("en_fr", "standard FT", seed, f"{ft}/ft", EN_FR, rule="never"),
-            Evaluation("en_fr", "prompt tuning", seed, f"{promot}/stage1", EN_FR),
-            Evaluation("en_fr", "ProMoT", seed, f"{promot}/stage2", EN_FR),
-        ]
+        e, r = _target_rows(EN_FR_TABLE, EN_FR, s, base, first, 0)
+        exps += e
+        rows += [Row(EN_FR_TABLE, PRETRAINED, 0, BASE, EN_FR, rule="never"), *r]
     if s.regularization_grid:
-        exps_r, evals_r = _regularization_grid(s, base, seed)
-        exps += exps_r
-        evals += evals_r
-    dmt_exps, dmt_evals = _dmt(s, base, seed, root)
-    return Plan(exps + dmt_exps, evals + dmt_evals)
+        e, r = _regularization_grid(s, base, first)
+        exps += e
+        rows += r
+    if s.run_dmt:
+        e, r = _dmt(s, base, first, root)
+        exps += e
+        rows += r
+    return Plan(exps, rows)
+
+
+def _controls(s: LabSettings, base: Path, seed: int):
+    """C1, C2 and C4 (C3, prompt tuning alone, is a main row): the same model-tuning recipe
+    as standard FT, on other data, scored on the primary target and the suite."""
+    p = PretrainSettings()
+    pretrain_lengths = {"inputs": p.inputs_length, "targets": p.targets_length}
+    specs = [
+        (C2, "in_format", IN_FORMAT_TARGET, LENGTHS[IN_FORMAT_TARGET], False),
+        (C4, "shuffled_labels", SHUFFLED_TARGET, LENGTHS[SHUFFLED_TARGET], False),
+    ]
+    if s.control_c1:
+        pretrain = mixtures.register_lab_pretrain()
+        specs.insert(0, (C1, "pretraining_mixture", pretrain, pretrain_lengths, True))
+    exps, rows = [], []
+    for label, name, mixture, lengths, pack in specs:
+        path = f"controls/{name}/s{seed}"
+        stage = _model_tuning("finetune", mixture, s, base, seed, lengths=lengths, pack=pack)
+        exps.append(Experiment(path, {"ft": stage}))
+        rows.append(Row(CONTROLS, label, seed, f"{path}/ft", PRIMARY_TARGET, rule="never"))
+    return exps, rows
 
 
 def _regularization_grid(s: LabSettings, base: Path, seed: int):
-    """Standard FT and ProMoT on toy RTE with each REGULARIZATION_GRID setting of stage 2's
-    dropout and label smoothing. ProMoT's stage 1 is the seed's main one, rerun (it has no
-    dropout or label smoothing, so the same seed gives the same prompt)."""
-    exps, evals = [], []
+    """Standard FT and ProMoT on the primary target with each REGULARIZATION_GRID setting of
+    stage 2's dropout and label smoothing. ProMoT's stage 1 is the seed's main one, rerun
+    (it has no dropout or label smoothing, so the same seed gives the same prompt)."""
+    exps, rows = [], []
     for dropout, smoothing in REGULARIZATION_GRID:
         v = dataclasses.replace(s, model_dropout=dropout, model_label_smoothing=smoothing)
-        name = f"rte/regularization/d{dropout}_ls{smoothing}/s{seed}"
+        name = f"regularization/d{dropout}_ls{smoothing}/s{seed}"
         exps += [
-            Experiment(f"{name}/ft", {"ft": _rte_model_tuning("finetune", v, base, seed)}),
-            Experiment(f"{name}/promot", _promot(RTE, v, base, seed, s.eval_every)),
-        ]
-        evals += [
-            Evaluation(
-                "regularization",
-                regularization_label("standard FT", dropout, smoothing),
-                seed,
-                f"{name}/ft/ft",
-                RTE,
-                rule="never",
+            Experiment(
+                f"{name}/ft", {"ft": _model_tuning("finetune", PRIMARY_TARGET, v, base, seed)}
             ),
-            Evaluation(
-                "regularization",
-                regularization_label("ProMoT", dropout, smoothing),
-                seed,
-                f"{name}/promot/stage2",
-                RTE,
-            ),
+            Experiment(f"{name}/promot", _promot(PRIMARY_TARGET, v, base, seed, 0)),
         ]
-    return exps, evals
+        rows += [
+            Row(REGULARIZATION, regularization_label(FT, dropout, smoothing), seed,
+                f"{name}/ft/ft", PRIMARY_TARGET, rule="never"),
+            Row(REGULARIZATION, regularization_label(PROMOT, dropout, smoothing), seed,
+                f"{name}/promot/stage2", PRIMARY_TARGET),
+        ]  # fmt: skip
+    return exps, rows
 
 
 def _ablations(s: LabSettings, base: Path, seed: int):
     """ProMoT + 1-shot [P Table 3] and the Table 6 ablations: joint (and, when asked for,
-    FT with a fixed random prompt)."""
-    one = f"rte/promot_1shot/s{seed}"
-    joint = f"rte/joint/s{seed}"
-    rand = f"rte/fixed_random_prompt/s{seed}"
+    FT with a fixed random prompt), on the primary target."""
+    one, joint = f"ablations/promot_1shot/s{seed}", f"ablations/joint/s{seed}"
+    one_shot = f"{PRIMARY_TARGET}_1shot"
     exps = [
-        Experiment(one, _promot(RTE_1SHOT, s, base, seed, 0)),
+        Experiment(one, _promot(one_shot, s, base, seed, 0)),
         Experiment(
             joint,
-            {"joint": _rte_model_tuning("joint", s, base, seed, prompt_lr=s.prompt_lr)},
+            {"joint": _model_tuning("joint", PRIMARY_TARGET, s, base, seed, prompt_lr=s.prompt_lr)},
         ),
     ]
-    evals = [
-        Evaluation("rte", "ProMoT + 1-shot", seed, f"{one}/stage2", RTE_1SHOT),
-        Evaluation("rte", "joint", seed, f"{joint}/joint", RTE),
+    rows = [
+        Row(ABLATIONS, PROMOT_1SHOT, seed, f"{one}/stage2", one_shot),
+        Row(ABLATIONS, JOINT, seed, f"{joint}/joint", PRIMARY_TARGET),
     ]
     if s.fixed_random_prompt:
-        exps.append(
-            Experiment(
-                rand,
-                {"ft": _rte_model_tuning("finetune_fixed_random_prompt", s, base, seed)},
-            )
-        )
-        evals.append(Evaluation("rte", "FT + fixed random prompt", seed, f"{rand}/ft", RTE))
-    return exps, evals
+        rand = f"ablations/fixed_random_prompt/s{seed}"
+        stage = _model_tuning("finetune_fixed_random_prompt", PRIMARY_TARGET, s, base, seed)
+        exps.append(Experiment(rand, {"ft": stage}))
+        rows.append(Row(ABLATIONS, FIXED_RANDOM, seed, f"{rand}/ft", PRIMARY_TARGET))
+    return exps, rows
 
 
 def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
@@ -271,20 +322,13 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
 
     def stage(mixture: str, steps: int | None = None, init: str | None = None):
         return _stage(
-            "finetune",
-            mixture,
-            steps or s.dmt_steps,
-            s.model_lr,
-            LENGTHS["dmt"],
-            s,
-            base,
-            seed,
-            init=init,
-        )
+            "finetune", mixture, steps or s.dmt_steps, s.model_lr, LENGTHS["dmt"], s, base,
+            seed, init=init,
+        )  # fmt: skip
 
     domain_stage = f"dmt/mixed_sequential/s{seed}/domain"
     domain_params = str(root / domain_stage / "final_params")
-    exps, evals = [], []
+    exps, rows = [], [Row(DMT, PRETRAINED, 0, BASE, None)]
     if s.dmt_sequential:
         exps += [
             Experiment(f"dmt/general_only/s{seed}", {"general": stage("toy_general")}),
@@ -297,9 +341,9 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
                 },
             ),
         ]
-        evals += [
-            Evaluation("dmt", "general only", seed, f"dmt/general_only/s{seed}/general", None),
-            Evaluation("dmt", "sequential", seed, f"dmt/sequential/s{seed}/general", None),
+        rows += [
+            Row(DMT, "general only", seed, f"dmt/general_only/s{seed}/general", None),
+            Row(DMT, "sequential", seed, f"dmt/sequential/s{seed}/general", None),
         ]
     exps += [
         Experiment(
@@ -314,10 +358,10 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
             },
         ),
     ]
-    evals += [
-        Evaluation("dmt", "multi-task", seed, f"dmt/multitask/s{seed}/all", None),
-        Evaluation("dmt", DOMAIN_STAGE, seed, domain_stage, None),
-        Evaluation("dmt", "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
+    rows += [
+        Row(DMT, "multi-task", seed, f"dmt/multitask/s{seed}/all", None),
+        Row(DMT, DOMAIN_STAGE, seed, domain_stage, None),
+        Row(DMT, "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
     ]
     for k in s.dmt_ks:
         name = f"dmt/k{round(1 / k)}/s{seed}"
@@ -326,7 +370,5 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
                 name, {"general_k": stage(mixtures.dmt_stage2_mixture(k), init=domain_params)}
             )
         )
-        evals.append(
-            Evaluation("dmt", f"DMT k={mixtures.k_label(k)}", seed, f"{name}/general_k", None)
-        )
-    return exps, evals
+        rows.append(Row(DMT, f"DMT k={mixtures.k_label(k)}", seed, f"{name}/general_k", None))
+    return exps, rows

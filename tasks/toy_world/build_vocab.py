@@ -29,6 +29,8 @@ def vocab_training_text(config: ToyConfig = DEFAULT_CONFIG) -> list[str]:
     """The lines SentencePiece is trained on."""
     lines = list(corpus_paragraphs(config)["train"])
     for key, toy in TOY_FAMILIES.items():
+        if not toy.in_vocabulary:
+            continue
         template = template_for(toy.family)
         for record in generate_splits(key, config)["train"]:
             lines.append(template.render(record))

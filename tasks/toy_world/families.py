@@ -13,6 +13,7 @@ import functools
 import random
 from collections.abc import Callable
 
+from promot_tasks.templates import MENTION
 from promot_tasks.toy_world.world import (
     ADJECTIVES,
     NOUNS,
@@ -68,6 +69,34 @@ def entailment2(rng: random.Random, world: World) -> Record:
         "hypothesis": hypothesis,
         "answer": answer,
     }
+
+
+# The lab's primary target: a format no pretraining task has (its labels are never an answer
+# of the suite) over a relation the base's skills make learnable (CB's "Neither" is the same
+# test: is the claim about a relation the premise mentions?). The claim's truth is drawn as in
+# RTE and has nothing to do with the label.
+MENTION_LABELS = MENTION.labels  # ("near", "behind"); near: the premise mentions the relation
+
+
+def mention(rng: random.Random, world: World) -> Record:
+    """Does the premise speak of the relation the claim is about ("near") or not ("behind")?"""
+    person = rng.choice(world.people)
+    relations = rng.sample(list(RELATIONS), rng.randint(1, 3))
+    mentioned = rng.random() < 0.5
+    relation = rng.choice(relations if mentioned else [r for r in RELATIONS if r not in relations])
+    hypothesis, _ = _hypothesis(rng, world, person, relation)
+    return {
+        "premise": _premise(rng, world, person, relations, False),
+        "hypothesis": hypothesis,
+        "answer": MENTION_LABELS[0 if mentioned else 1],
+    }
+
+
+def mention_shuffled(rng: random.Random, world: World) -> Record:
+    """The mention task's inputs with a label drawn independently of them (control C4:
+    the format without the content)."""
+    record = mention(rng, world)
+    return {**record, "answer": rng.choice(MENTION_LABELS)}
 
 
 def _entailment3(rng: random.Random, world: World, joined: bool) -> Record:
@@ -227,21 +256,29 @@ def howto_summary(rng: random.Random, world: World) -> Record:
 
 @dataclasses.dataclass(frozen=True)
 class ToyFamily:
-    """One toy task: its generator and which real task it stands for."""
+    """One toy task: its generator and which real task it stands for.
+
+    `metric` and `target` describe toy-only tasks (real analogs take them from the paper's
+    dataset); `in_vocabulary=False` keeps a task out of the toy vocabulary's training text,
+    which was fixed before it existed (tasks/vocab/toy.model is rebuilt byte for byte).
+    """
 
     key: str
     family: str
     generate: Callable[[random.Random, World], Record]
     analog_of: str
+    metric: str | None = None
+    target: bool = False  # a fine-tuning target: 0-shot and "+1-shot" variants, no sentinel
+    in_vocabulary: bool = True
 
 
 def _dmt_families() -> list[ToyFamily]:
     from promot_tasks.toy_world import dmt  # the DMT analogs live in their own module
 
     return [
-        ToyFamily("math", "math", dmt.math_word_problem, "GSM8K"),
-        ToyFamily("code", "code", dmt.expression_program, "Code Alpaca"),
-        ToyFamily("general", "general", dmt.instruction_following, "ShareGPT"),
+        ToyFamily("math", "math", dmt.math_word_problem, "GSM8K", "math_accuracy"),
+        ToyFamily("code", "code", dmt.expression_program, "Code Alpaca", "program_accuracy"),
+        ToyFamily("general", "general", dmt.instruction_following, "ShareGPT", "exact_match"),
     ]
 
 
@@ -261,6 +298,16 @@ TOY_FAMILIES: dict[str, ToyFamily] = {
         ToyFamily("xsum", "summarization", news_summary, "XSum"),
         ToyFamily("wikilingua_en", "summarization", howto_summary, "WikiLingua en"),
         *_dmt_families(),
+        ToyFamily("mention", "mention", mention, "none (new format)", "accuracy", True, False),
+        ToyFamily(
+            "mention_shuffled",
+            "mention",
+            mention_shuffled,
+            "none (control: labels shuffled)",
+            "accuracy",
+            True,
+            False,
+        ),
     ]
 }
 

@@ -2,7 +2,9 @@
 span corruption, and the pretraining, multi-task and DMT mixtures.
 
 Names: `toy_rte`, `toy_rte_1shot`, `toy_cb`, `toy_cb_1shot`, `toy_cb_4shot`, ...,
-`toy_math`, `toy_code`, `toy_general`, `toy_span_corruption`; mixtures
+`toy_math`, `toy_code`, `toy_general`, `toy_span_corruption`, and the lab's primary target
+`toy_mention` (+ `_1shot`; a format of its own) with its shuffled-label control
+`toy_mention_shuffled`; mixtures
 `toy_pretrain`, `toy_multitask_rte_en_fr`, `toy_dmt_stage1`, `toy_dmt_stage2`.
 Another seed or size: `register_toy_world(ToyConfig(seed=1), prefix="toy_s1")`.
 """
@@ -28,7 +30,6 @@ from promot_tasks.vocabularies import toy_output_features
 # The formats held out for fine-tuning: never in the pretraining mixture.
 HELD_OUT_KEYS = ("rte", "wmt14_en_fr")
 _PAPER = {d.key: d for d in PAPER_DATASETS}
-_DMT_METRICS = {"math": "math_accuracy", "code": "program_accuracy", "general": "exact_match"}
 # Share of span corruption in the pretraining mixture; the rest is in-context data.
 SPAN_CORRUPTION_SHARE = 0.5
 
@@ -37,9 +38,13 @@ def _identity(dataset):
     return dataset
 
 
+def _is_target(key: str) -> bool:
+    return _PAPER[key].fine_tune_target if key in _PAPER else TOY_FAMILIES[key].target
+
+
 def _shots_for(key: str) -> tuple[int, ...]:
     if key not in _PAPER:
-        return (0,)
+        return FINE_TUNE_SHOTS if TOY_FAMILIES[key].target else (0,)
     return FINE_TUNE_SHOTS if _PAPER[key].fine_tune_target else IN_CONTEXT_SHOTS
 
 
@@ -66,11 +71,11 @@ def register_toy_tasks(config: ToyConfig, prefix: str, output_features) -> list[
                 output_features=output_features,
                 shots=shots,
                 sentinel=paper is not None and not paper.fine_tune_target,
-                fine_tune_target=paper is not None and paper.fine_tune_target,
+                fine_tune_target=_is_target(key),
                 toy=True,
                 truncate_field="article" if key == "xsum" else None,
                 max_input_tokens=XSUM_MAX_INPUT_TOKENS if key == "xsum" else None,
-                metric=paper.metric if paper else _DMT_METRICS[key],
+                metric=paper.metric if paper else toy.metric,
                 description=f"toy analog of {toy.analog_of} (seed {config.seed})",
             )
             names.append(name)
