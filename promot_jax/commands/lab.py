@@ -2,6 +2,7 @@
 
 promot-jax lab                       # full lab from the shipped base, new lab_runs/lab-<time>/
 promot-jax lab --quick               # the same pipeline, reduced (CI)
+promot-jax lab --full                # + ablations, toy RTE, En-Fr, DMT
 promot-jax lab --out DIR             # resume an interrupted lab in DIR (--force: start over)
 promot-jax lab --seeds 10,11,12      # the seeds of the main rows (default: held-out 10,11,12)
 promot-jax lab --regularization_grid # + stage 2 with its dropout / label smoothing off
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="run directory (default: lab_runs/lab-<timestamp>)"
     )
     parser.add_argument("--quick", action="store_true", help="reduced lab (~2 minutes, for CI)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="also the ablations, toy RTE (secondary target), En-Fr and DMT (~15 more minutes)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     parser.add_argument(
         "--base",
@@ -115,6 +121,7 @@ ACTION_FLAGS = {
         "base": None,
         "regularization_grid": False,
         "seeds": None,
+        "full": False,
     },
 }
 
@@ -150,10 +157,15 @@ def run(args: argparse.Namespace) -> int:
             )
         pilot.run_pilot(args.out, args.base, force=args.force, quick=args.quick)
         return 0
+    if args.quick and args.full:
+        raise ValueError("--quick and --full are two sizes of the lab; give one (nothing ran)")
+    seeds = {"seeds": args.seeds} if args.seeds else {}
     if args.quick:
-        settings = LabSettings.quick(**({"seeds": args.seeds} if args.seeds else {}))
+        settings = LabSettings.quick(**seeds)
+    elif args.full:
+        settings = LabSettings.full(**seeds)
     else:
-        settings = LabSettings(**({"seeds": args.seeds} if args.seeds else {}))
+        settings = LabSettings(**seeds)
     if args.regularization_grid:
         settings = dataclasses.replace(settings, regularization_grid=True)
     pipeline.run_lab(args.out, settings, args.base, force=args.force)

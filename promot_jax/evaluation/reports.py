@@ -78,7 +78,7 @@ def group_runs(paths: Sequence[str], labels: Sequence[str] | None = None) -> dic
 
 
 def mean_std_cell(values: Sequence[float | None], digits: int = 2, n: bool = False) -> str:
-    """"-" for no values, the value for one, "mean ± sample std" (and "(n=...)") for more."""
+    """ "-" for no values, the value for one, "mean ± sample std" (and "(n=...)") for more."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"

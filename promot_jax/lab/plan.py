@@ -322,7 +322,7 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
 
     def stage(mixture: str, steps: int | None = None, init: str | None = None):
         return _stage(
-            "finetune", mixture, steps or s.dmt_steps, s.model_lr, LENGTHS["dmt"], s, base,
+            "finetune", mixture, steps or s.dmt_steps, s.dmt_lr, LENGTHS["dmt"], s, base,
             seed, init=init,
         )  # fmt: skip
 
