@@ -117,3 +117,20 @@ def test_paired_interval_covers_a_real_difference_and_zero_for_equal_models(tmp_
     same = stats.interval(a, run("a2", good), samples=100)
     assert same.low == same.high == same.estimate == 0.0
     assert json.dumps(diff.__dict__)
+
+
+@pytest.mark.slow
+def test_quick_pilot_records_every_setting_and_a_choice(tmp_path):
+    """The pilot end to end at 2-4 steps: every grid point on both pilot seeds, read from the
+    target only, and a choice the registered rules give for those records."""
+    record = pilot.run_pilot(tmp_path / "pilot", quick=True, log=lambda s: None)
+    assert len(record["stage1"]) == len(pilot.PROMPT_LENGTHS) * len(pilot.STAGE1_STEPS)
+    assert len(record["stage2"]) == len(pilot.STAGE2_OPTIONS)
+    assert all(len(r["seeds"]) == len(record["seeds"]) for r in record["stage1"])
+    s1 = {(r["prompt_length"], r["steps"]): r["seeds"] for r in record["stage1"]}
+    assert (record["choice"]["prompt_length"], record["choice"]["stage1_steps"]) == (
+        pilot.choose_stage1(s1)
+    )
+    assert (tmp_path / "pilot" / "pilot.md").read_text().startswith("Pilot seeds")
+    decoded = {p.name for p in (tmp_path / "pilot").rglob("*.jsonl")}
+    assert decoded <= {"metrics.jsonl"}  # no suite predictions: the pilot reads the target

@@ -72,7 +72,7 @@ IN_FORMAT_TARGET = "toy_cb"  # control C2: narrow FT on a format the base alread
 class LabSettings:
     """One lab run's size. The default is the main rows and the controls; `full()` adds the
     other tables; `quick()` is the CI variant (one seed, a few steps, a few examples per
-    task, without control C1 and DMT's sequential rows, with DMT's others)."""
+    task, without control C1 and DMT's sequential rows, with En-Fr and DMT's others)."""
 
     seeds: tuple[int, ...] = HELD_OUT_SEEDS
     prompt_length: int = 50  # pilot (docs/lab_pilot.md)
@@ -141,6 +141,7 @@ class LabSettings:
             dmt_ks=(1 / 256,),
             dmt_eval_examples=4,
             control_c1=False,
+            run_enfr=True,  # a target without a label set (no leak figure) in the report
             run_dmt=True,
             dmt_sequential=False,
             smoke=True,

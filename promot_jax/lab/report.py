@@ -41,6 +41,7 @@ from promot_jax.lab.plan import (
     Row,
     regularization_label,
 )
+from promot_tasks import catalogue
 
 RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
@@ -124,12 +125,14 @@ def output_kinds_table(groups: Mapping[str, list[dict]]) -> str:
         "| task (label / own / empty / other %) | " + " | ".join(labels) + " |",
         "|---|" + "---|" * len(labels),
     ]
-    tasks = [r["task"] for r in next(iter(groups.values()))[0]["results"]]
+    tasks = list(dict.fromkeys(r["task"] for g in groups.values() for r in g[0]["results"]))
     for task in tasks:
         cells = []
         for runs in groups.values():
-            kinds = [next(r for r in run["results"] if r["task"] == task)["output_kinds"]
-                     for run in runs]  # fmt: skip
+            kinds = [r["output_kinds"] for run in runs for r in run["results"] if r["task"] == task]
+            if not kinds:
+                cells.append("-")
+                continue
             mean = {k: np.mean([x[k] for x in kinds]) for k in kinds[0]}
             cells.append(" / ".join(f"{mean[k]:.0f}" for k in ("label", "own", "empty", "other")))
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
@@ -174,9 +177,12 @@ def paired_intervals(scored: Scored, table: str, samples: int) -> Paired:
     pm_rows = {r.seed: r for r, _ in scored.runs(table, PROMOT)}
     seeds = [s for s in ft_rows if s in pm_rows]
     p = Paired(seeds, [], [], [], [], [])
+    figures_ = [("target", "target"), ("norm_avg", "norm")]
+    if catalogue.task_info(pre_row.target).labels:  # a leak needs the target's label set
+        figures_.append(("leak", "leak"))
     for seed in seeds:
         ft, pm = ft_rows[seed], pm_rows[seed]
-        for what, attr in (("target", "target"), ("norm_avg", "norm"), ("leak", "leak")):
+        for what, attr in figures_:
             getattr(p, attr).append(
                 stats.interval(scored.figure(pm, what), scored.figure(ft, what), samples, seed)
             )
