@@ -109,9 +109,11 @@ def summary_table(scored: Scored, table: str, labels: Sequence[str]) -> str:
         runs = [run for _, run in scored.runs(table, label)]
         if not runs:
             continue
+        has_labels = catalogue.task_info(runs[0]["config"]["target"]).labels
+        shares = [_target_kinds(r)["label"] for r in runs] if has_labels else []
         lines.append(
             f"| {label} | {len(runs)} | {_cell([_target(r) for r in runs])} | "
-            f"{_cell([_target_kinds(r)['label'] for r in runs])} | "
+            f"{_cell(shares)} | "
             f"{_cell([_norm(r) for r in runs])} | {_cell([_leak(r) for r in runs])} |"
         )
     return "\n".join(lines) + "\n"
