@@ -393,3 +393,21 @@ def test_bad_seeds_fail_before_anything_runs(capsys, tmp_path, seeds, message):
     assert code == 2
     assert message in err
     assert not out.exists()
+
+
+def test_a_base_of_another_shape_fails_before_the_lab_writes(capsys, tmp_path):
+    import dataclasses
+
+    import jax
+
+    from promot_jax import checkpoints, network
+    from promot_jax.lab.config import base_model_config
+
+    other = dataclasses.replace(base_model_config(), vocab_size=1024)  # toy vocabulary: 2176
+    checkpoints.save_params(network.init_params(other, jax.random.key(0)), tmp_path / "base")
+    out = tmp_path / "lab"
+    code, err = _run(capsys, "lab", "--quick", "--base", str(tmp_path / "base"), "--out", str(out))
+    assert code == 2
+    line = _one_error_line(err)
+    assert "is not a base for the lab" in line and "2176" in line
+    assert not out.exists()

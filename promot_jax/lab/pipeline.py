@@ -36,6 +36,21 @@ def enable_compile_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def check_base(base: Path) -> None:
+    """Reads `base` against the lab's model on the toy vocabulary; a checkpoint of another
+    shape or vocabulary fails here, naming its first mismatch, before anything is written."""
+    from promot_jax import checkpoints
+    from promot_jax.lab.config import base_model_config
+
+    try:
+        checkpoints.load_params(base, base_model_config())
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"--base {base} is not a base for the lab (mT5 architecture at the lab's size on "
+            f"the toy vocabulary, as `promot-jax lab pretrain` writes): {err}"
+        ) from None
+
+
 def default_out_dir() -> Path:
     return Path("lab_runs") / time.strftime("lab-%Y%m%d-%H%M%S")
 
@@ -118,6 +133,7 @@ def run_lab(
             f"base checkpoint {base} does not exist; create it with "
             "`promot-jax lab pretrain --out DIR` and pass --base DIR/base_model"
         )
+    check_base(base)
     out = Path(out or default_out_dir()).absolute()
     record = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "base": str(base)}
     from promot_jax.lab import plan

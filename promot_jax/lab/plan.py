@@ -93,6 +93,7 @@ class Experiment:
     name: str
     stages: dict[str, train.StageConfig]
     monitor_target: str | None = None  # training monitor (leak, target, alignment) on every stage
+    label: str | None = None  # the row label its curves are drawn under (monitored runs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +197,12 @@ def _target_rows(table: str, task: str, s: LabSettings, base: Path, seed: int, e
     monitor = task if every else None
     exps = [
         Experiment(
-            ft, {"ft": _model_tuning("finetune", task, s, base, seed, eval_every=every)}, monitor
+            ft,
+            {"ft": _model_tuning("finetune", task, s, base, seed, eval_every=every)},
+            monitor,
+            FT,
         ),
-        Experiment(promot, _promot(task, s, base, seed, every), monitor),
+        Experiment(promot, _promot(task, s, base, seed, every), monitor, PROMOT),
     ]
     rows = [
         Row(table, FT, seed, f"{ft}/ft", task, rule="never"),

@@ -314,13 +314,11 @@ def judge(scored: Scored, p: Paired, curves: Mapping[str, list], samples: int) -
 
 def _curves(scored: Scored) -> dict[str, list]:
     """Monitor curves of the first seed's FT and ProMoT on the primary target."""
-    curves = {}
-    for exp in scored.plan.experiments:
-        if exp.monitor_target == PRIMARY_TARGET:
-            label = PROMOT if "promot" in exp.stages.get("stage2", exp.stages.get("ft")).method \
-                else FT  # fmt: skip
-            curves[label] = figures.curve_records(scored.out, exp)
-    return curves
+    return {
+        exp.label: figures.curve_records(scored.out, exp)
+        for exp in scored.plan.experiments
+        if exp.monitor_target == PRIMARY_TARGET and exp.label
+    }
 
 
 def _mechanism_bars(scored: Scored) -> dict[str, list[tuple[float, float]]]:
