@@ -88,9 +88,6 @@ def mean_std_cell(values: Sequence[float | None], digits: int = 2, n: bool = Fal
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}{count}"
 
 
-_cell = mean_std_cell
-
-
 def _task_scores(run: Mapping, key: str, shots: int) -> float | None:
     for r in run["results"]:
         if r["key"] == key and r["shots"] == shots and not r["is_target"]:
@@ -123,8 +120,8 @@ def markdown_table(runs: Mapping[str, Sequence[Mapping]], what: str = "score") -
     legend = f"{first}-shot" + "".join(f" ({k}-shot)" for k in rest)
 
     def cell(group: Sequence[Mapping], fn) -> str:
-        parts = [_cell([fn(run, first) for run in group])]
-        parts += [f"({_cell([fn(run, k) for run in group])})" for k in rest]
+        parts = [mean_std_cell([fn(run, first) for run in group])]
+        parts += [f"({mean_std_cell([fn(run, k) for run in group])})" for k in rest]
         return " ".join(parts)
 
     header = (
@@ -138,7 +135,9 @@ def markdown_table(runs: Mapping[str, Sequence[Mapping]], what: str = "score") -
         if targets:
             name = f"{targets[0]['task']} ({targets[0]['metric']}, 0-shot)"
             values = [
-                _cell([run["summary"]["target"]["score"] for run in g if run["summary"]["target"]])
+                mean_std_cell(
+                    [run["summary"]["target"]["score"] for run in g if run["summary"]["target"]]
+                )
                 for g in runs.values()
             ]
             lines.append(f"| {name} | " + " | ".join(values) + " |")

@@ -49,13 +49,6 @@ def primary(scores: Mapping[str, float], info: TaskInfo) -> float:
     return float(scores[info.metric])
 
 
-def in_label_set(output: str, labels: Sequence[str]) -> bool:
-    """Whether a raw output, once cleaned, is exactly one of `labels` (case and
-    surrounding punctuation ignored): "True." on a TriviaQA question is a leak,
-    "True story" is not."""
-    return is_label(output, labels)
-
-
 def leak_rate(outputs: Sequence[str], labels: Sequence[str] | None) -> float | None:
     """Percent of raw outputs that fall in the fine-tuned task's label set.
 
@@ -66,7 +59,7 @@ def leak_rate(outputs: Sequence[str], labels: Sequence[str] | None) -> float | N
         return None
     if not outputs:
         return 0.0
-    return 100.0 * float(np.mean([in_label_set(o, labels) for o in outputs]))
+    return 100.0 * float(np.mean([is_label(o, labels) for o in outputs]))
 
 
 def norm_avg(scores: Sequence[float]) -> float:

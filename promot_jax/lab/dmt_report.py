@@ -27,11 +27,11 @@ def _paper(v) -> str:
 DMT_TASK_LABELS = {"toy_math": "math", "toy_code": "code", "toy_general": "general"}
 
 
-def _decoded(runs: Sequence[dict], task: str) -> list[float]:
+def decoded(runs: Sequence[dict], task: str) -> list[float]:
     return [r["scores"][task] for r in runs]
 
 
-def _token_accuracy(runs: Sequence[dict], task: str) -> list[float | None]:
+def token_accuracy(runs: Sequence[dict], task: str) -> list[float | None]:
     """Teacher-forced token accuracy per run (None for a run scored before it was kept)."""
     return [r.get("teacher_forced", {}).get(task, {}).get("token_accuracy") for r in runs]
 
@@ -49,8 +49,8 @@ def dmt_tables(dmt: Mapping[str, list[dict]], settings: LabSettings) -> str:
     lines = [head, "|---|" + "---|" * (2 * len(tasks) + 1)]
 
     def row(label: str, runs: Sequence[dict], ref) -> str:
-        cells = [_cell(_decoded(runs, t)) for t in tasks]
-        cells += [_cell(_token_accuracy(runs, t)) for t in tasks]
+        cells = [_cell(decoded(runs, t)) for t in tasks]
+        cells += [_cell(token_accuracy(runs, t)) for t in tasks]
         ref_text = " / ".join(_paper(v) for v in ref) if ref else "-"
         return f"| {label} | " + " | ".join(cells) + f" | {ref_text} |"
 
@@ -85,7 +85,7 @@ def dmt_checks(dmt: Mapping[str, list[dict]], settings: LabSettings) -> list[str
     come from `paper.DMT_TABLE1` / `paper.DMT_K_SWEEP` (GSM8K, HumanEval, MT-Bench)."""
 
     def tok(label: str, task: str) -> float:
-        return _mean(_token_accuracy(dmt.get(label, []), task))
+        return _mean(token_accuracy(dmt.get(label, []), task))
 
     def ran(*labels: str) -> bool:
         return not any(np.isnan(tok(label, "toy_math")) for label in labels)

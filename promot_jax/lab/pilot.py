@@ -22,6 +22,7 @@ the lab's settings came from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -75,9 +76,11 @@ def choose_stage2(results: Mapping[tuple[float, int], Sequence[float]]) -> tuple
     return choice
 
 
+@functools.lru_cache(maxsize=8)
 def _target_probe(config, examples: int) -> Callable:
     """An eval_fn: the target's first `examples` validation examples, decoded greedily;
-    accuracy and share of outputs that are its labels. Reads nothing else."""
+    accuracy and share of outputs that are its labels. Reads nothing else. One per model
+    config, so both pilot seeds share its decoder and examples."""
     from promot_jax.evaluation import runner, suite
     from promot_jax.lab.evaluate import output_shares
 

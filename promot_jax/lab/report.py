@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from promot_jax import run_dirs
-from promot_jax.evaluation import plots, reports
+from promot_jax.evaluation import plots, reports, runner
 from promot_jax.lab import dmt_report, figures, paper, stats, verdicts
 from promot_jax.lab.config import LAB_MODEL, PILOT_SEEDS, PRIMARY_TARGET, LabSettings
 from promot_jax.lab.pipeline import EVALS_DIR
@@ -57,6 +57,7 @@ class Scored:
     out: Path
     plan: Plan
     results: Mapping[str, dict]
+    _figures: dict = dataclasses.field(default_factory=dict)
 
     def runs(self, table: str, label: str) -> list[tuple[Row, dict]]:
         return [(r, self.results[r.key]) for r in self.plan.rows_of(table, label)]
@@ -70,7 +71,13 @@ class Scored:
         return {k: out[k] for k in (labels or list(out)) if k in out}
 
     def figure(self, row: Row, what: str) -> stats.Figure:
-        return stats.figure(self.out / EVALS_DIR / row.key, self.results[row.key], what)
+        """A row's figure for `stats.interval`, read from its predictions once."""
+        key = (row.key, what)
+        if key not in self._figures:
+            self._figures[key] = stats.figure(
+                self.out / EVALS_DIR / row.key, self.results[row.key], what
+            )
+        return self._figures[key]
 
 
 def _target(run: Mapping) -> float:
@@ -142,8 +149,6 @@ def output_kinds_table(groups: Mapping[str, list[dict]]) -> str:
 
 
 def _examples(scored: Scored, row: Row, task: str, n: int = 3) -> list[str]:
-    from promot_jax.evaluation import runner
-
     rows = runner.read_predictions(scored.out / EVALS_DIR / row.key, task)
     return [repr(r["output"])[:60] for r in rows[:n]]
 
@@ -354,8 +359,8 @@ def write_report(
         figs.append(
             figures.plot_k_sweep(
                 dmt, list(settings.dmt_ks), out / figures.FIG_K_SWEEP,
-                (("decoded score", dmt_report._decoded),
-                 ("teacher-forced token accuracy %", dmt_report._token_accuracy)),
+                (("decoded score", dmt_report.decoded),
+                 ("teacher-forced token accuracy %", dmt_report.token_accuracy)),
             )
         )  # fmt: skip
     p = paired_intervals(scored, MAIN, samples)

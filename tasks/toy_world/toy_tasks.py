@@ -43,9 +43,9 @@ def _is_target(key: str) -> bool:
 
 
 def _shots_for(key: str) -> tuple[int, ...]:
-    if key not in _PAPER:
-        return FINE_TUNE_SHOTS if TOY_FAMILIES[key].target else (0,)
-    return FINE_TUNE_SHOTS if _PAPER[key].fine_tune_target else IN_CONTEXT_SHOTS
+    if _is_target(key):
+        return FINE_TUNE_SHOTS
+    return IN_CONTEXT_SHOTS if key in _PAPER else (0,)
 
 
 def in_context_keys() -> list[str]:
