@@ -45,8 +45,8 @@ def main() -> None:
         f"tiny toy model, batch {args.batch}, first {args.examples} examples per task"
     )
 
-    for method in ("beam", "greedy"):
-        settings = runner.DecodeSettings(method=method, batch_size=args.batch)
+    for search in ("beam", "greedy"):
+        settings = runner.DecodeSettings(search=search, batch_size=args.batch)
         decoder = runner.Decoder(no_prompt_config, settings)
         total, seconds, compile_s = 0, 0.0, 0.0
         for e in one_shot:
@@ -60,7 +60,7 @@ def main() -> None:
             decoder(no_prompt_params, inputs, length)
             seconds += time.perf_counter() - start
             total += len(examples)
-        name = f"beam {settings.beam_size}" if method == "beam" else "greedy"
+        name = f"beam {settings.beam_size}" if search == "beam" else "greedy"
         print(
             f"1-shot toy suite, {name:>7}: {total / seconds:8.1f} examples/s "
             f"({total} examples in {seconds:.2f} s; first pass incl. compile {compile_s:.1f} s)"
@@ -80,7 +80,7 @@ def main() -> None:
         wall = time.perf_counter() - start
     print(
         f"full toy suite ({len(the_suite.entries)} tasks x {args.examples} examples, beam 4, "
-        f"prompt rule 'rule'): {wall:.1f} s wall"
+        f"prompt rule 'same_format'): {wall:.1f} s wall"
     )
 
 

@@ -226,13 +226,16 @@ def expand_for_beams(tree: Any, beam_size: int) -> Any:
 # --------------------------------------------------------------------------- with the model
 
 
+SEARCHES = ("greedy", "beam", "sample")
+
+
 def generate(
     model,
     params: Any,
     encoder_input_tokens: jax.Array,
     max_length: int,
     *,
-    method: str = "greedy",
+    search: str = "greedy",
     beam_size: int = 4,
     alpha: float = 0.6,
     temperature: float = 1.0,
@@ -244,14 +247,14 @@ def generate(
 
     Returns `[B, max_length]` ids; for beam search the best beam per example.
     """
-    if method not in ("greedy", "beam", "sample"):
-        raise ValueError(f"unknown decoding method {method!r}; valid: greedy, beam, sample")
+    if search not in SEARCHES:
+        raise ValueError(f"unknown search {search!r}; valid: {', '.join(SEARCHES)}")
     batch = encoder_input_tokens.shape[0]
     variables = {"params": params}
     encoded = model.apply(
         variables, encoder_input_tokens, enable_dropout=False, method=model.encode
     )
-    copies = beam_size if method == "beam" else 1
+    copies = beam_size if search == "beam" else 1
     enc_tokens = jnp.repeat(encoder_input_tokens, copies, axis=0)
     encoded = jnp.repeat(encoded, copies, axis=0)
     shape = (batch * copies, max_length)
@@ -282,9 +285,9 @@ def generate(
         return logits[:, -1, :], new_vars["cache"]
 
     cache = init_vars["cache"]
-    if method == "greedy":
+    if search == "greedy":
         return greedy(step_fn, cache, batch, max_length, eos_id)
-    if method == "sample":
+    if search == "sample":
         if rng is None:
             raise ValueError("sampling needs an rng")
         return sample(step_fn, cache, rng, batch, max_length, temperature, top_k, eos_id)

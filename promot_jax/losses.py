@@ -1,9 +1,15 @@
-"""Sequence cross-entropy as T5X computes it: label smoothing, z-loss, a normalising factor."""
+"""Sequence cross-entropy as T5X computes it (label smoothing, z-loss, a normalising factor),
+and the teacher-forced loss of a model on a batch, which training and evaluation share."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from promot_jax.network import Transformer
 
 
 def cross_entropy(
@@ -59,3 +65,26 @@ def cross_entropy(
         "accuracy": correct / jnp.maximum(tokens, 1.0),
     }
     return total / denom, aux
+
+
+def batch_loss(
+    model: Transformer,
+    params: dict,
+    batch: dict,
+    dropout_rng: jax.Array | None = None,
+    **loss_kwargs,
+):
+    """Teacher-forced loss of `params` on a feature-converted batch (dropout iff an rng)."""
+    logits = model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        batch["decoder_target_tokens"],
+        batch.get("encoder_segment_ids"),
+        batch.get("decoder_segment_ids"),
+        enable_dropout=dropout_rng is not None,
+        rngs={} if dropout_rng is None else {"dropout": dropout_rng},
+    )
+    return cross_entropy(
+        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], **loss_kwargs
+    )

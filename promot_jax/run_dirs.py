@@ -34,6 +34,61 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     return path
 
 
+def flat(record: dict, prefix: str = "") -> dict:
+    """`{"optimizer": {"learning_rate": 0.2}}` -> `{"optimizer.learning_rate": 0.2}`."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, dict) and v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_ABSENT = object()
+
+
+def check_record(
+    path: str | os.PathLike,
+    record: dict,
+    *,
+    what: str,
+    fix: str,
+    ignore: Iterable[str] = (),
+    where: str | None = None,
+) -> bool:
+    """The one resume check: fails (ValueError), writing nothing, unless the JSON record at
+    `path` is absent or equals `record` on every setting but `ignore` (dotted names, as
+    `flat` spells them); returns True when a matching record is there (a resume).
+
+    The refusal reads "<where> holds <what> (<setting>: <old> -> <new>; ...); nothing was
+    changed: <fix>", and says when the record predates a setting.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    old, new = flat(json.loads(path.read_text())), flat(record)
+    skip = set(ignore)
+    keys = [k for k in sorted(set(old) | set(new)) if k not in skip]
+    differ = [k for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    if not differ:
+        return True
+
+    def shown(rec: dict, key: str) -> str:
+        return repr(rec[key]) if key in rec else "(not recorded)"
+
+    diffs = "; ".join(f"{k}: {shown(old, k)} -> {shown(new, k)}" for k in differ)
+    older = [k for k in differ if k not in old]
+    note = (
+        f" ({path.name} was written by an older promot-jax that did not record {', '.join(older)})"
+        if older
+        else ""
+    )
+    raise ValueError(
+        f"{where or path.parent} holds {what} ({diffs}){note}; nothing was changed: {fix}"
+    )
+
+
 def check_writable(path: str | os.PathLike, what: str) -> Path:
     """Fails (ValueError naming `what`) unless `path` is, or can be made, a writable directory.
 

@@ -215,29 +215,6 @@ class NonFiniteLossError(RuntimeError):
 # --------------------------------------------------------------------------- the step
 
 
-def batch_loss(
-    model: network.Transformer,
-    params: dict,
-    batch: dict,
-    dropout_rng: jax.Array | None = None,
-    **loss_kwargs,
-):
-    """Teacher-forced loss of `params` on a feature-converted batch (dropout iff an rng)."""
-    logits = model.apply(
-        {"params": params},
-        batch["encoder_input_tokens"],
-        batch["decoder_input_tokens"],
-        batch["decoder_target_tokens"],
-        batch.get("encoder_segment_ids"),
-        batch.get("decoder_segment_ids"),
-        enable_dropout=dropout_rng is not None,
-        rngs={} if dropout_rng is None else {"dropout": dropout_rng},
-    )
-    return losses.cross_entropy(
-        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], **loss_kwargs
-    )
-
-
 def make_train_step(
     model: network.Transformer,
     tx: optax.GradientTransformation,
@@ -262,7 +239,7 @@ def make_train_step(
     def step(trainable, frozen, opt_state, batch, rng):
         def loss_fn(trainable):
             params = methods.merge(trainable, frozen)
-            return batch_loss(model, params, batch, rng, **loss_kwargs)
+            return losses.batch_loss(model, params, batch, rng, **loss_kwargs)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         updates, opt_state = tx.update(grads, opt_state, trainable)
@@ -328,7 +305,7 @@ def _stage_functions(
             loss_normalizing_factor=loss_normalizing_factor,
             state_shardings=(trainable_shardings, opt_shardings),
         ),
-        jax.jit(lambda params, batch: batch_loss(model, params, batch)),
+        jax.jit(lambda params, batch: losses.batch_loss(model, params, batch)),
     )
 
 
@@ -419,29 +396,15 @@ def check_run_dir(cfg: StageConfig, paths: Mapping[str, str | None] | None = Non
     `paths`: see `StageConfig.fingerprint`.
     """
     run_dir = Path(cfg.run_dir)
-    meta_path = run_dir / "stage.json"
-    if meta_path.exists():
-        old = _flat(json.loads(meta_path.read_text()))
-        new = _flat(cfg.fingerprint(paths))
-        keys = [k for k in sorted(set(old) | set(new)) if k not in REUSABLE_CHANGES]
-        diffs = [
-            f"{k}: {_shown(old, k)} -> {_shown(new, k)}"
-            for k in keys
-            if old.get(k, _NONE) != new.get(k, _NONE)
-        ]
-        if diffs:
-            older = [k for k in keys if k not in old]
-            note = (
-                f" (stage.json was written by an older promot-jax that did not record "
-                f"{', '.join(older)})"
-                if older
-                else ""
-            )
-            raise ValueError(
-                f"run directory {run_dir} holds a different stage ({'; '.join(diffs)}){note}; "
-                "it is left untouched: choose a new run directory or restore the old settings"
-            )
-    elif (run_dir / "checkpoints").exists():
+    recorded = run_dirs.check_record(
+        run_dir / "stage.json",
+        cfg.fingerprint(paths),
+        what="a different stage",
+        fix="choose a new run directory or restore the old settings",
+        ignore=REUSABLE_CHANGES,
+        where=f"run directory {run_dir}",
+    )
+    if not recorded and (run_dir / "checkpoints").exists():
         raise ValueError(f"{run_dir}/checkpoints exists without stage.json; refusing to touch it")
     saved = checkpoint_steps(run_dir)
     if saved and cfg.steps < saved[-1]:
@@ -450,24 +413,6 @@ def check_run_dir(cfg: StageConfig, paths: Mapping[str, str | None] | None = Non
             f"steps can only be raised (set steps >= {saved[-1]}, or use a new run directory)"
         )
     return run_dir
-
-
-_NONE = object()
-
-
-def _flat(record: dict, prefix: str = "") -> dict:
-    """`{"optimizer": {"learning_rate": 0.2}}` -> `{"optimizer.learning_rate": 0.2}`."""
-    out = {}
-    for k, v in record.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _shown(record: dict, key: str) -> str:
-    return repr(record[key]) if key in record else "(not recorded)"
 
 
 DAMAGED_DIR = "damaged_checkpoints"

@@ -12,7 +12,7 @@ import pytest
 
 from promot_jax import checkpoints, cli, network
 from promot_jax import prompt as prompt_lib
-from promot_jax.evaluation import model_source, runner, suite
+from promot_jax.evaluation import model_source, monitor, prompt_rule, runner, suite
 
 PROMPT_LENGTH = 4
 SMALL = ["--tasks", "toy_cb_1shot,toy_triviaqa_1shot,toy_triviaqa_4shot", "--max_examples", "4"]
@@ -44,8 +44,8 @@ def test_end_to_end_writes_json_markdown_pngs_and_predictions(ckpt, tmp_path):
     assert list(by_task) == ["toy_rte", "toy_cb_1shot", "toy_triviaqa_1shot", "toy_triviaqa_4shot"]
     assert by_task["toy_rte"]["prompt_used"] and by_task["toy_rte"]["leak_rate"] is None
     assert not any(by_task[t]["prompt_used"] for t in list(by_task)[1:])
-    assert run["config"]["prompt_rule"] == "rule"
-    assert run["config"]["decode"]["method"] == "beam" and run["config"]["decode"]["beam_size"] == 4
+    assert run["config"]["prompt_rule"] == "same_format"
+    assert run["config"]["decode"]["search"] == "beam" and run["config"]["decode"]["beam_size"] == 4
     for r in run["results"]:
         assert r["examples"] == 4 and math.isfinite(r["score"]) and 0 <= r["score"] <= 100
         assert r["is_target"] or 0 <= r["leak_rate"] <= 100
@@ -101,6 +101,17 @@ def test_interrupted_suite_keeps_finished_tasks_and_continues(ckpt, tmp_path, mo
     assert _eval(ckpt, out, "--prompt_rule", "never", *SMALL) == 2
 
 
+def test_old_spelling_of_the_paper_rule_is_read_with_a_message(ckpt, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ("--prompt_file", str(ckpt / "prompt.npy"), "--decode", "greedy")
+    assert _eval(ckpt, out, "--prompt_rule", "rule", *args, *SMALL[:2], "--max_examples", "1") == 0
+    assert "--prompt_rule=rule is now spelled --prompt_rule=same_format" in capsys.readouterr().err
+    config = json.loads((out / "eval_config.json").read_text())
+    assert config["prompt_rule"] == "same_format" and config["decode"]["search"] == "greedy"
+    with pytest.raises(ValueError, match="'rule' is now spelled 'same_format'"):
+        prompt_rule.check_rule("rule")
+
+
 def test_beam_width_one_equals_greedy_on_a_task(ckpt):
     model = model_source.load_model(
         ckpt / "params", size="tiny", config_overrides=dict(vocab_size=2176, dtype="float32")
@@ -109,8 +120,8 @@ def test_beam_width_one_equals_greedy_on_a_task(ckpt):
     entry = s.entries[1]
     examples = runner.load_examples(entry.task, entry.info.eval_split, 4)
     outputs = {}
-    for method in ("greedy", "beam"):
-        settings = runner.DecodeSettings(method=method, beam_size=1, batch_size=4)
+    for search in ("greedy", "beam"):
+        settings = runner.DecodeSettings(search=search, beam_size=1, batch_size=4)
         _, rows = runner.evaluate_task(
             entry,
             s.target,
@@ -120,8 +131,42 @@ def test_beam_width_one_equals_greedy_on_a_task(ckpt):
             prompt_used=False,
             examples=examples,
         )
-        outputs[method] = [r["output"] for r in rows]
+        outputs[search] = [r["output"] for r in rows]
     assert outputs["beam"] == outputs["greedy"]
+
+
+def test_eval_the_training_monitor_and_the_lab_score_alike(ckpt, tmp_path):
+    """The three users of `runner.score_entries` (promot-jax eval, the training monitor,
+    the lab's evaluator) give the same figures for the same model, examples and search."""
+    from promot_jax.lab.evaluate import LabEvaluator
+
+    out = tmp_path / "eval"
+    args = ["--prompt_file", str(ckpt / "prompt.npy"), "--decode", "greedy"]
+    assert _eval(ckpt, out, *args, "--tasks", "toy_triviaqa_1shot", "--max_examples", "4") == 0
+    by_task = {r["task"]: r for r in json.loads((out / "eval.json").read_text())["results"]}
+    model = model_source.load_model(
+        ckpt / "params",
+        prompt_file=ckpt / "prompt.npy",
+        size="tiny",
+        config_overrides=dict(vocab_size=2176, dtype="float32"),
+    )
+    probe = monitor.training_monitor(
+        model.config, "toy_rte", ["toy_triviaqa_1shot"], examples=4, alignment_examples=0
+    )(model.params, 0)
+    assert probe["probe/target/score"] == by_task["toy_rte"]["score"]
+    assert probe["probe/toy_triviaqa_1shot/leak"] == by_task["toy_triviaqa_1shot"]["leak_rate"]
+    assert (
+        probe["probe/toy_triviaqa_1shot/exact_match"]
+        == by_task["toy_triviaqa_1shot"]["scores"]["exact_match"]
+    )
+    settings = runner.DecodeSettings(search="greedy", max_examples=4)
+    lab, rows = LabEvaluator(settings, 4, 4).suite_run(
+        model, "toy_rte", "same_format", "x", suite_tasks=False
+    )
+    [target] = lab["results"]
+    assert target["score"] == by_task["toy_rte"]["score"] and target["prompt_used"]
+    stored = runner.read_predictions(out, "toy_rte")
+    assert [r["output"] for r in rows["toy_rte"]] == [r["output"] for r in stored]
 
 
 @pytest.mark.parametrize(

@@ -57,16 +57,18 @@ def test_prompt_rule_keeps_the_prompt_only_for_the_targets_format():
         task_info("toy_wmt14_en_fr"),
         task_info("toy_wmt16_en_de_1shot"),
     )
-    assert prompt_rule.uses_prompt(rte, rte, "rule")
-    assert not prompt_rule.uses_prompt(cb, rte, "rule")  # entailment3: a third label
-    assert not prompt_rule.uses_prompt(trivia, rte, "rule")
-    assert prompt_rule.uses_prompt(en_de, en_fr, "rule")  # same family: translation
+    assert prompt_rule.uses_prompt(rte, rte, "same_format")
+    assert not prompt_rule.uses_prompt(cb, rte, "same_format")  # entailment3: a third label
+    assert not prompt_rule.uses_prompt(trivia, rte, "same_format")
+    assert prompt_rule.uses_prompt(en_de, en_fr, "same_format")  # same family: translation
     assert prompt_rule.uses_prompt(trivia, rte, "always")
     assert not prompt_rule.uses_prompt(rte, rte, "never")
     with pytest.raises(ValueError, match="unknown prompt rule"):
         prompt_rule.uses_prompt(rte, rte, "sometimes")
     with pytest.raises(ValueError, match="--prompt_rule=never"):
-        prompt_rule.require_prompt([rte, trivia], rte, "rule", has_prompt=False, source="ckpt")
+        prompt_rule.require_prompt(
+            [rte, trivia], rte, "same_format", has_prompt=False, source="ckpt"
+        )
     prompt_rule.require_prompt([rte, trivia], rte, "never", has_prompt=False, source="ckpt")
 
 
@@ -78,9 +80,9 @@ def test_a_model_is_evaluated_with_its_prompt_only_where_the_rule_says():
     config = network.mt5_config("tiny", prompt_length=3)
     params = {"encoder": {"prompt": {"prompt": np.ones((3, config.emb_dim))}, "layer": 1}}
     model = LoadedModel(config, params, "ckpt", "prompt.npy")
-    on, on_config, on_params = model.for_task(rte, rte, "rule")
+    on, on_config, on_params = model.for_task(rte, rte, "same_format")
     assert on and on_config.prompt_length == 3 and "prompt" in on_params["encoder"]
-    off, off_config, off_params = model.for_task(trivia, rte, "rule")
+    off, off_config, off_params = model.for_task(trivia, rte, "same_format")
     assert not off and off_config.prompt_length == 0
     assert off_params["encoder"] == {"layer": 1}  # the prompt removed, the trunk kept
     assert model.for_task(trivia, rte, "always")[0]

@@ -154,5 +154,7 @@ def test_interrupted_lab_reuses_finished_stages(quick_lab):
 
 def test_other_settings_in_an_interrupted_dir_are_refused(quick_lab, tmp_path):
     (quick_lab / "report.md").unlink()
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="other settings") as refused:
         pipeline.run_lab(quick_lab, LabSettings(), BASE_DIR, log=lambda s: None)
+    # The one resume check names each differing setting with both values.
+    assert "settings.smoke: True -> False" in str(refused.value), refused.value

@@ -135,8 +135,8 @@ def test_beam_width_one_is_greedy(prompt_length):
     model = network.Transformer(cfg)
     params = network.init_params(cfg, jax.random.key(3))
     enc = jnp.asarray(random_tokens(np.random.default_rng(3), 4, 7, {1: 3}))
-    greedy = decoding.generate(model, params, enc, 12, method="greedy")
-    beam1 = decoding.generate(model, params, enc, 12, method="beam", beam_size=1)
+    greedy = decoding.generate(model, params, enc, 12, search="greedy")
+    beam1 = decoding.generate(model, params, enc, 12, search="beam", beam_size=1)
     np.testing.assert_array_equal(greedy, beam1)
     # Greedy really is the arg-max of the teacher-forced model on its own output.
     # (A random model may emit id 0 itself; check the prefix before the first 0.)
@@ -152,7 +152,7 @@ def test_beam_search_scores_are_sorted_and_outputs_padded_after_eos():
     model = network.Transformer(cfg)
     params = network.init_params(cfg, jax.random.key(4))
     enc = jnp.asarray(random_tokens(np.random.default_rng(4), 2, 6))
-    out = decoding.generate(model, params, enc, 10, method="beam", beam_size=4)
+    out = decoding.generate(model, params, enc, 10, search="beam", beam_size=4)
     assert out.shape == (2, 10)
     for row in np.asarray(out):
         eos = np.flatnonzero(row == 1)
@@ -165,11 +165,11 @@ def test_sampling_is_seeded_and_low_temperature_is_greedy():
     model = network.Transformer(cfg)
     params = network.init_params(cfg, jax.random.key(5))
     enc = jnp.asarray(random_tokens(np.random.default_rng(5), 3, 6))
-    a = decoding.generate(model, params, enc, 8, method="sample", rng=jax.random.key(0))
-    b = decoding.generate(model, params, enc, 8, method="sample", rng=jax.random.key(0))
+    a = decoding.generate(model, params, enc, 8, search="sample", rng=jax.random.key(0))
+    b = decoding.generate(model, params, enc, 8, search="sample", rng=jax.random.key(0))
     np.testing.assert_array_equal(a, b)
     cold = decoding.generate(
-        model, params, enc, 8, method="sample", temperature=1e-4, rng=jax.random.key(1)
+        model, params, enc, 8, search="sample", temperature=1e-4, rng=jax.random.key(1)
     )
     np.testing.assert_array_equal(cold, decoding.generate(model, params, enc, 8))
 

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from promot_jax import batches, network, train
+from promot_jax import batches, losses, network, train
 
 LENGTHS = {"inputs": 96, "targets": 16}
 
@@ -46,12 +46,12 @@ def test_packed_loss_is_the_sum_of_the_examples_losses():
     assert set(batches.PACKED_FEATURES) <= set(batch)
     segments = batch["encoder_segment_ids"].max(axis=1)
     assert (segments >= 2).all(), f"rows should hold several examples, got {segments}"
-    packed, _ = train.batch_loss(model, params, batch, loss_normalizing_factor=None)
+    packed, _ = losses.batch_loss(model, params, batch, loss_normalizing_factor=None)
     separate = 0.0
     for r in range(len(segments)):
         row = {k: v[r] for k, v in batch.items()}
         for example in _unpack(row):
-            loss, _ = train.batch_loss(model, params, example, loss_normalizing_factor=None)
+            loss, _ = losses.batch_loss(model, params, example, loss_normalizing_factor=None)
             separate += float(loss)
     np.testing.assert_allclose(float(packed), separate, rtol=1e-5)
 

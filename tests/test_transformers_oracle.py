@@ -125,7 +125,7 @@ def test_greedy_generation_matches(pair):
             use_cache=False,
         ).numpy()[:, 1:]
     ours = decoding.generate(
-        model, params, jnp.asarray(enc, jnp.int32), steps, method="greedy", eos_id=-1
+        model, params, jnp.asarray(enc, jnp.int32), steps, search="greedy", eos_id=-1
     )
     assert ref.shape == (3, steps)
     np.testing.assert_array_equal(np.asarray(ours), ref)

@@ -45,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--shots", default="1,4", help="shot counts of the suite (default 1,4)")
     g.add_argument(
         "--prompt_rule",
-        default="rule",
-        choices=("rule", "always", "never"),
-        help="rule: prompt only for tasks in the target's format (paper)",
+        default="same_format",
+        type=_rule,
+        help="same_format (default, the paper's): prompt only for tasks in the target's "
+        "format; always; never",
     )
     g.add_argument("--label", default="", help="column name in tables (default: checkpoint name)")
     m = parser.add_argument_group("model")
@@ -77,6 +78,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _rule(text: str) -> str:
+    """A prompt rule, reading 0.1's spelling `rule` (with a message) until 0.2."""
+    import sys
+
+    from promot_jax.evaluation import prompt_rule
+
+    if text in prompt_rule.OLD_SPELLINGS:
+        new = prompt_rule.OLD_SPELLINGS[text]
+        print(
+            f"promot-jax: --prompt_rule={text} is now spelled --prompt_rule={new}; "
+            "the old spelling is read until promot-jax 0.2",
+            file=sys.stderr,
+        )
+        return new
+    if text not in prompt_rule.RULES:
+        raise argparse.ArgumentTypeError(
+            f"unknown prompt rule {text!r}; valid: {', '.join(prompt_rule.RULES)}"
+        )
+    return text
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -93,7 +115,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     the_suite = suite.build_suite(args.target, shots=_ints(args.shots, "--shots"), tasks=tasks)
     settings = runner.DecodeSettings(
-        method=args.decode,
+        search=args.decode,
         beam_size=args.beam_size,
         alpha=args.alpha,
         batch_size=args.batch_size,

@@ -100,7 +100,7 @@ def _pretrain(args) -> int:
     seconds = time.perf_counter() - start
     print(f"pretrained base: {base} ({seconds:.0f}s)")
     n = args.eval_examples
-    evaluator = evaluate.LabEvaluator(runner.DecodeSettings(method="greedy", max_examples=n), n, n)
+    evaluator = evaluate.LabEvaluator(runner.DecodeSettings(search="greedy", max_examples=n), n, n)
     model = evaluate.load_base(base)
     run, _ = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
     dmt = evaluator.dmt_run(model, "pretrained base")

@@ -3,7 +3,7 @@
 | module          | holds |
 |-----------------|-------|
 | `suite`         | 8 tasks at 1/4 shots + the fine-tuned task at 0-shot (or toy analogs) |
-| `prompt_rule`   | when the soft prompt stays on: `rule` (target's format), `always`, `never` |
+| `prompt_rule`   | when the soft prompt stays on: `same_format` (the paper's), `always`, `never` |
 | `scoring`       | post-processing, metrics, format-leak rate, Norm. Avg. (pure) |
 | `model_source`  | checkpoint (+ prompt file) -> config and params, checked before decoding |
 | `runner`        | batched jitted decoding, per-task results written atomically, resumable |

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from promot_jax import network, train
+from promot_jax import losses, network
 
 TARGET_SIDE = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights")
 PARTS = {
@@ -64,7 +64,7 @@ def make_alignment_fn(config: network.T5Config):
     def grads(layer_params, params, batch):
         def loss_fn(layer_params):
             decoder = {**params["decoder"], layer: layer_params}
-            return train.batch_loss(model, {**params, "decoder": decoder}, batch)[0]
+            return losses.batch_loss(model, {**params, "decoder": decoder}, batch)[0]
 
         return jax.grad(loss_fn)(layer_params)
 

@@ -70,10 +70,10 @@ def training_monitor(
     probe_tasks: Sequence[str] | None = None,
     *,
     examples: int = 16,
-    method: str = "greedy",
+    search: str = "greedy",
     beam_size: int = 4,
     batch_size: int = 16,
-    rule: str = "rule",
+    rule: str = "same_format",
     alignment_examples: int = 8,
     seed: int = 0,
 ):
@@ -88,7 +88,7 @@ def training_monitor(
     )
     prompt_rule.check_rule(rule)
     settings = runner.DecodeSettings(
-        method=method, beam_size=beam_size, batch_size=batch_size, max_examples=examples
+        search=search, beam_size=beam_size, batch_size=batch_size, max_examples=examples
     )
     state: dict = {}
 
@@ -97,7 +97,7 @@ def training_monitor(
             e.task: runner.load_examples(e.task, e.info.eval_split, examples)
             for e in probes.entries
         }
-        state["decoders"] = {}
+        state["decoders"] = runner.Decoders()
         if alignment_examples:
             state["batch"] = alignment_batch(target, alignment_examples)
             state["align"] = alignment.make_alignment_fn(model)
@@ -108,19 +108,16 @@ def training_monitor(
         loaded = LoadedModel(model, params, "training", "training" if model.prompt_length else None)
         scalars: dict[str, float] = {}
         leaks = []
-        for entry in probes.entries:
-            with_prompt, config, use = loaded.for_task(entry.info, probes.target.info, rule)
-            if with_prompt not in state["decoders"]:
-                state["decoders"][with_prompt] = runner.Decoder(config, settings)
-            result, _ = runner.evaluate_task(
-                entry,
-                probes.target,
-                state["decoders"][with_prompt],
-                use,
-                settings,
-                prompt_used=with_prompt,
-                examples=state["examples"][entry.task],
-            )
+        scored = runner.score_entries(
+            loaded,
+            probes.entries,
+            probes.target,
+            rule,
+            settings,
+            decoders=state["decoders"],
+            examples=lambda e: state["examples"][e.task],
+        )
+        for entry, result, _ in scored:
             prefix = f"probe/target/{entry.task}" if entry.is_target else f"probe/{entry.task}"
             for name, value in result["scores"].items():
                 scalars[f"{prefix}/{name}"] = value

@@ -5,11 +5,11 @@ label set), e.g. an RTE prompt stays on for `entailment2` tasks and comes off fo
 CB (`entailment3`: a third label), WiC, QA, translation and summarization. The
 rule is configurable so that baselines and ablations can be evaluated too:
 
-| rule     | prompt used for                                  |
-|----------|--------------------------------------------------|
-| `rule`   | tasks of the target's family (the paper's rule)  |
-| `always` | every task (the prompt-tuning baseline)          |
-| `never`  | no task (pretrained / standard fine-tuning)      |
+| rule          | prompt used for                                  |
+|---------------|--------------------------------------------------|
+| `same_format` | tasks of the target's family (the paper's rule)  |
+| `always`      | every task (the prompt-tuning baseline)          |
+| `never`       | no task (pretrained / standard fine-tuning)      |
 """
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ from collections.abc import Iterable
 
 from promot_tasks.catalogue import TaskInfo
 
-RULES = ("rule", "always", "never")
+RULES = ("same_format", "always", "never")
+# Spellings of promot-jax 0.1 that the CLI still reads, with a message, until 0.2.
+OLD_SPELLINGS = {"rule": "same_format"}
 
 
 def check_rule(rule: str) -> str:
     if rule not in RULES:
-        raise ValueError(f"unknown prompt rule {rule!r}; valid: {', '.join(RULES)}")
+        hint = (
+            f" ({rule!r} is now spelled {OLD_SPELLINGS[rule]!r})" if rule in OLD_SPELLINGS else ""
+        )
+        raise ValueError(f"unknown prompt rule {rule!r}{hint}; valid: {', '.join(RULES)}")
     return rule
 
 

@@ -181,7 +181,7 @@ def comparison_markdown(runs: Mapping[str, Sequence[Mapping]]) -> str:
     for label, group in runs.items():
         cfg = group[0]["config"]
         decode = cfg.get("decode", {})
-        search = f"beam {decode.get('beam_size')}" if decode.get("method") == "beam" else "greedy"
+        search = f"beam {decode.get('beam_size')}" if decode.get("search") == "beam" else "greedy"
         notes.append(
             f"- **{label}**: {len(group)} run(s); prompt rule `{cfg.get('prompt_rule')}`, "
             f"prompt {cfg.get('prompt') or 'none'}; {search}; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +25,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from promot_jax import decoding, network
+from promot_jax import decoding, network, run_dirs
 from promot_jax.evaluation import prompt_rule, scoring
 from promot_jax.evaluation.model_source import LoadedModel
 from promot_jax.evaluation.suite import Suite, SuiteEntry
-from promot_jax.run_dirs import write_atomic
 
 MIN_INPUT_LENGTH = 32  # inputs are padded to a power of two >= this: few compilations
 DECODE_MARGIN = 4  # room for the sentinels around a span answer
 MIN_DECODE_LENGTH = 8
-METHODS = ("beam", "greedy")
+SEARCHES = ("beam", "greedy")  # of decoding.SEARCHES: the suite is scored deterministically
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeSettings:
     """How outputs are produced; recorded in the output and compared on resume."""
 
-    method: str = "beam"
+    search: str = "beam"
     beam_size: int = 4  # [ProMoT B.4]
     alpha: float = 0.6  # T5X's default length penalty
     batch_size: int = 16
@@ -49,8 +48,8 @@ class DecodeSettings:
     max_decode_length: int | None = None  # None: longest target + margin, per task (pow2)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown decoding method {self.method!r}; valid: {METHODS}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"unknown search {self.search!r}; valid: {', '.join(SEARCHES)}")
         if self.beam_size < 1 or self.batch_size < 1:
             raise ValueError(
                 f"beam_size and batch_size must be >= 1, got {self.beam_size}, {self.batch_size}"
@@ -115,7 +114,7 @@ class Decoder:
                     params,
                     tokens,
                     max_length,
-                    method=s.method,
+                    search=s.search,
                     beam_size=s.beam_size,
                     alpha=s.alpha,
                 )
@@ -137,6 +136,22 @@ class Decoder:
             for i in range(0, len(tokens), batch)
         ]
         return np.concatenate(out)[: len(inputs)]
+
+
+class Decoders:
+    """One `Decoder` per (model config, settings), so each search compiles once however
+    many models share an architecture. Decoding never uses dropout: configs that differ
+    only in `dropout_rate` (the base, a stage trained with dropout) share one."""
+
+    def __init__(self):
+        self._by_key: dict[str, Decoder] = {}
+
+    def get(self, config: network.T5Config, settings: DecodeSettings) -> Decoder:
+        config = dataclasses.replace(config, dropout_rate=0.0)
+        key = repr((config, settings))
+        if key not in self._by_key:
+            self._by_key[key] = Decoder(config, settings)
+        return self._by_key[key]
 
 
 def decode_length(examples: Sequence[dict], settings: DecodeSettings) -> int:
@@ -174,7 +189,6 @@ def evaluate_task(
     targets = [scoring.reference(ex, info) for ex in examples]
     predictions = [scoring.prediction(o, info) for o in outputs]
     scores = scoring.score(info, targets, predictions)
-    leak = None if entry.is_target else scoring.leak_rate(outputs, target.info.labels)
     result = {
         "task": entry.task,
         "key": entry.key,
@@ -182,14 +196,12 @@ def evaluate_task(
         "shots": entry.shots,
         "family": info.family,
         "metric": info.metric,
-        "is_target": entry.is_target,
         "prompt_used": prompt_used,
         "split": info.eval_split,
         "examples": len(examples),
         "max_decode_length": max_length,
         "scores": scores,
         "score": scoring.primary(scores, info),
-        "leak_rate": leak,
         "seconds": seconds,
         "examples_per_second": len(examples) / max(seconds, 1e-9),
     }
@@ -203,7 +215,55 @@ def evaluate_task(
         }
         for i, (ex, t, o, p) in enumerate(zip(examples, targets, outputs, predictions, strict=True))
     ]
-    return result, rows
+    return for_target(result, rows, entry, target), rows
+
+
+def for_target(result: dict, rows: Sequence[dict], entry: SuiteEntry, target: SuiteEntry) -> dict:
+    """`result` with the figures that depend on the fine-tuned target: whether `entry` is
+    the target and, for any other task, its leak rate (% of outputs in the target's labels)."""
+    outputs = [r["output"] for r in rows]
+    leak = None if entry.is_target else scoring.leak_rate(outputs, target.info.labels)
+    return {**result, "is_target": entry.is_target, "leak_rate": leak}
+
+
+def score_entries(
+    model: LoadedModel,
+    entries: Sequence[SuiteEntry],
+    target: SuiteEntry,
+    rule: str,
+    settings: DecodeSettings,
+    *,
+    decoders: Decoders,
+    examples: Callable[[SuiteEntry], list[dict]] | None = None,
+    memo: dict | None = None,
+) -> Iterator[tuple[SuiteEntry, dict, list[dict]]]:
+    """(entry, result, per-example rows) of each entry in turn, the prompt attached or
+    removed by `rule`; lazily, so a caller can keep each task as it finishes.
+
+    `examples(entry)` gives an entry's examples (default: its first
+    `settings.max_examples`). With `memo`, a task already decoded for the same
+    checkpoint, prompt use and settings (the base under two targets) is not decoded
+    again: only the target's figures (`for_target`) are recomputed.
+    """
+    for entry in entries:
+        with_prompt, config, params = model.for_task(entry.info, target.info, rule)
+        key = (model.source, model.prompt_source, entry.task, with_prompt, repr(settings))
+        if memo is not None and key in memo:
+            result, rows = memo[key]
+            yield entry, for_target(result, rows, entry, target), rows
+            continue
+        result, rows = evaluate_task(
+            entry,
+            target,
+            decoders.get(config, settings),
+            params,
+            settings,
+            prompt_used=with_prompt,
+            examples=None if examples is None else examples(entry),
+        )
+        if memo is not None:
+            memo[key] = result, rows
+        yield entry, result, rows
 
 
 # --------------------------------------------------------------------------- the suite
@@ -227,19 +287,14 @@ def eval_config(
 
 def _check_resume(out_dir: Path, config: dict) -> None:
     path = out_dir / "eval_config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        same = {k: v for k, v in old.items() if k != "tasks"}
-        new = {k: v for k, v in config.items() if k != "tasks"}
-        if same != new:
-            diffs = [
-                f"{k}: {same.get(k)!r} -> {new.get(k)!r}" for k in new if same.get(k) != new[k]
-            ]
-            raise ValueError(
-                f"{out_dir} holds results of a different evaluation ({'; '.join(diffs)}); "
-                "choose another --out directory or rerun with the same settings to continue"
-            )
-    write_atomic(path, json.dumps(config, indent=2))
+    run_dirs.check_record(
+        path,
+        config,
+        what="results of a different evaluation",
+        fix="choose another --out directory or rerun with the same settings to continue",
+        ignore=("tasks",),
+    )
+    run_dirs.write_atomic(path, json.dumps(config, indent=2))
 
 
 def task_result_path(out_dir: Path, task: str) -> Path:
@@ -252,7 +307,7 @@ def run_suite(
     out_dir: str | Path,
     *,
     settings: DecodeSettings = DecodeSettings(),
-    rule: str = "rule",
+    rule: str = "same_format",
     label: str = "",
     log: Callable[[str], None] = print,
 ) -> list[dict]:
@@ -266,31 +321,26 @@ def run_suite(
     out_dir = Path(out_dir)
     _check_resume(out_dir, eval_config(model, suite, settings, rule, label))
 
-    decoders: dict[bool, Decoder] = {}  # one per architecture: with or without the prompt
-
-    results = []
+    done: dict[str, dict] = {}
     for n, entry in enumerate(suite.entries, 1):
         path = task_result_path(out_dir, entry.task)
         if path.exists():
-            results.append(json.loads(path.read_text()))
+            done[entry.task] = json.loads(path.read_text())
             log(f"[{n}/{len(suite.entries)}] {entry.task}: done earlier, kept")
-            continue
-        with_prompt, config, params = model.for_task(entry.info, suite.target.info, rule)
-        if with_prompt not in decoders:
-            decoders[with_prompt] = Decoder(config, settings)
-        result, rows = evaluate_task(
-            entry, suite.target, decoders[with_prompt], params, settings, prompt_used=with_prompt
-        )
+    pending = [e for e in suite.entries if e.task not in done]
+    scored = score_entries(model, pending, suite.target, rule, settings, decoders=Decoders())
+    for entry, result, rows in scored:
         write_predictions(out_dir, entry.task, rows)
-        write_atomic(path, json.dumps(result, indent=2))
-        results.append(result)
+        run_dirs.write_atomic(task_result_path(out_dir, entry.task), json.dumps(result, indent=2))
+        done[entry.task] = result
+        n = suite.entries.index(entry) + 1
         leak = "" if result["leak_rate"] is None else f", leak {result['leak_rate']:.1f}%"
         log(
             f"[{n}/{len(suite.entries)}] {entry.task}: {result['metric']} "
-            f"{result['score']:.2f}{leak} (prompt {'on' if with_prompt else 'off'}, "
+            f"{result['score']:.2f}{leak} (prompt {'on' if result['prompt_used'] else 'off'}, "
             f"{result['examples']} examples, {result['seconds']:.1f}s)"
         )
-    return results
+    return [done[e.task] for e in suite.entries]
 
 
 def predictions_path(out_dir: str | Path, task: str) -> Path:
@@ -300,7 +350,7 @@ def predictions_path(out_dir: str | Path, task: str) -> Path:
 def write_predictions(out_dir: str | Path, task: str, rows: Sequence[dict]) -> None:
     """One task's per-example rows (input, target, output, prediction), atomically."""
     text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
-    write_atomic(predictions_path(out_dir, task), text)
+    run_dirs.write_atomic(predictions_path(out_dir, task), text)
 
 
 def read_predictions(out_dir: str | Path, task: str) -> list[dict]:

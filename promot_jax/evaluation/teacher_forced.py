@@ -4,7 +4,7 @@ A decoded metric (exact match, program accuracy) counts an answer only when ever
 of it is right. For a small model a few dozen steps into a new generative task that is
 zero everywhere, while the share of reference tokens it predicts under teacher forcing
 already tells which training order kept a skill and which lost it. The figures are the
-training engine's own (`train.batch_loss`: token accuracy over target tokens, loss per
+training engine's own (`losses.batch_loss`: token accuracy over target tokens, loss per
 target token), on the first examples of a split in order, the ones decoding scores.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import jax
 
-from promot_jax import batches, network, train
+from promot_jax import batches, losses, network
 
 
 class TeacherForcedScorer:
@@ -25,7 +25,7 @@ class TeacherForcedScorer:
             raise ValueError(f"lengths needs 'inputs' and 'targets', got {sorted(lengths)}")
         model = network.Transformer(config)
         self.lengths = dict(lengths)
-        self._loss = jax.jit(lambda params, batch: train.batch_loss(model, params, batch))
+        self._loss = jax.jit(lambda params, batch: losses.batch_loss(model, params, batch))
         self._batches: dict[tuple[str, str, int], dict] = {}
 
     def _batch(self, task: str, split: str, n: int) -> dict:

@@ -1,6 +1,6 @@
 """Scoring the lab's models with the evaluation package, sharing compiled decoders.
 
-Each model is scored with `evaluation.runner.evaluate_task` under the paper's
+Each model is scored with `evaluation.runner.score_entries` under the paper's
 prompt rule; one `Decoder` per architecture (with or without the prompt) serves
 every model of the lab, so the searches compile once. A model's results are
 written as the evaluation package's `eval.json` (+ `table.md`) in its own
@@ -17,7 +17,6 @@ from pathlib import Path
 from promot_jax import checkpoints, run_dirs
 from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
-from promot_jax.evaluation.scoring import leak_rate
 from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
 from promot_jax.lab.config import base_model_config
 from promot_jax.lab.mixtures import DMT_DOMAIN, DMT_GENERAL
@@ -35,7 +34,7 @@ def load_base(path: str | Path) -> LoadedModel:
 
 
 def _scoring_config(config):
-    """The config decoders and scorers are keyed by: scoring never uses dropout, so one
+    """The config teacher-forced scorers are keyed by: scoring never uses dropout, so one
     compile serves the base (dropout 0) and the stages trained with dropout."""
     return dataclasses.replace(config, dropout_rate=0.0)
 
@@ -48,16 +47,9 @@ class LabEvaluator:
         self.dmt_settings = dataclasses.replace(settings, max_examples=dmt_examples)
         self.target_settings = dataclasses.replace(settings, max_examples=target_examples)
         self._decoded: dict[tuple, tuple[dict, list[dict]]] = {}
-        self._decoders: dict[str, runner.Decoder] = {}
+        self._decoders = runner.Decoders()
         self._scorers: dict[str, TeacherForcedScorer] = {}
         self._examples: dict[tuple[str, int | None], list] = {}
-
-    def _decoder(self, config, settings) -> runner.Decoder:
-        config = _scoring_config(config)
-        key = repr((config, settings))
-        if key not in self._decoders:
-            self._decoders[key] = runner.Decoder(config, settings)
-        return self._decoders[key]
 
     def _load(self, entry: suite.SuiteEntry, n: int | None) -> list:
         key = (entry.task, n)
@@ -66,32 +58,24 @@ class LabEvaluator:
         return self._examples[key]
 
     def _score(self, model, entries, target, rule, settings) -> list[tuple[dict, list[dict]]]:
-        """(result, per-example rows) of each entry. A task decoded earlier for the same
-        checkpoint and prompt use (the base under two targets) is not decoded again: only
-        the figures that depend on the target (leak, output kinds) are recomputed."""
+        """(result, per-example rows) of each entry, with the shares of output kinds. A
+        task decoded earlier for the same checkpoint and prompt use (the base under two
+        targets) is not decoded again."""
+        scored = runner.score_entries(
+            model,
+            entries,
+            target,
+            rule,
+            settings,
+            decoders=self._decoders,
+            examples=lambda e: self._load(e, settings.max_examples),
+            memo=self._decoded,
+        )
         done = []
-        for entry in entries:
-            with_prompt, config, params = model.for_task(entry.info, target.info, rule)
-            key = (model.source, model.prompt_source, entry.task, with_prompt, repr(settings))
-            if key not in self._decoded:
-                self._decoded[key] = runner.evaluate_task(
-                    entry,
-                    target,
-                    self._decoder(config, settings),
-                    params,
-                    settings,
-                    prompt_used=with_prompt,
-                    examples=self._load(entry, settings.max_examples),
-                )
-            result, rows = self._decoded[key]
+        for entry, result, rows in scored:
             outputs = [r["output"] for r in rows]
-            result = {
-                **result,
-                "is_target": entry.is_target,
-                "leak_rate": None if entry.is_target else leak_rate(outputs, target.info.labels),
-                "output_kinds": output_shares(entry.task, outputs, target.info.labels),
-            }
-            done.append((result, rows))
+            kinds = output_shares(entry.task, outputs, target.info.labels)
+            done.append(({**result, "output_kinds": kinds}, rows))
         return done
 
     def suite_run(

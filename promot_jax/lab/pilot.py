@@ -21,7 +21,6 @@ the lab's settings came from.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import time
@@ -82,18 +81,27 @@ def _target_probe(config, examples: int) -> Callable:
     accuracy and share of outputs that are its labels. Reads nothing else. One per model
     config, so both pilot seeds share its decoder and examples."""
     from promot_jax.evaluation import runner, suite
+    from promot_jax.evaluation.model_source import LoadedModel
     from promot_jax.lab.evaluate import output_shares
 
-    settings = runner.DecodeSettings(method="greedy", batch_size=16, max_examples=examples)
+    settings = runner.DecodeSettings(search="greedy", batch_size=16, max_examples=examples)
     entry = suite.entry(PRIMARY_TARGET, is_target=True)
-    decoder = runner.Decoder(dataclasses.replace(config, dropout_rate=0.0), settings)
     data = runner.load_examples(PRIMARY_TARGET, entry.info.eval_split, examples)
+    decoders = runner.Decoders()
 
     def probe(params, step: int) -> dict[str, float]:
-        result, rows = runner.evaluate_task(
-            entry, entry, decoder, params, settings, prompt_used=config.prompt_length > 0,
-            examples=data,
-        )  # fmt: skip
+        prompt = "training" if config.prompt_length else None
+        model = LoadedModel(config, params, "training", prompt)
+        scored = runner.score_entries(
+            model,
+            [entry],
+            entry,
+            "same_format",
+            settings,
+            decoders=decoders,
+            examples=lambda e: data,
+        )
+        [(_, result, rows)] = scored
         shares = output_shares(PRIMARY_TARGET, [r["output"] for r in rows], entry.info.labels)
         return {"pilot/accuracy": result["score"], "pilot/label_share": shares["label"]}
 

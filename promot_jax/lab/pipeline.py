@@ -84,14 +84,12 @@ def prepare_out_dir(
                 "lab's own files in it (nothing else there is touched), or leave --out unset "
                 "for a new timestamped directory"
             )
-        lab_json = out / LAB_JSON
-        old = json.loads(lab_json.read_text()) if lab_json.is_file() else None
-        if old is not None and old != record:
-            diffs = [k for k in record if old.get(k) != record[k]]
-            raise ValueError(
-                f"{out} holds an interrupted lab with other settings ({', '.join(diffs)}); "
-                "rerun with the same options (e.g. --quick) or choose another --out"
-            )
+        run_dirs.check_record(
+            out / LAB_JSON,
+            record,
+            what="an interrupted lab with other settings",
+            fix="rerun with the same options (e.g. --quick) or choose another --out",
+        )
     resumed = run_dirs.claim(out, LAB_KIND, entries, evidence=LAB_JSON) and not force
     if not (out / LAB_JSON).is_file():
         run_dirs.write_atomic(out / LAB_JSON, json.dumps(record, indent=2))
@@ -154,7 +152,7 @@ def run_lab(
 
     evaluator = evaluate.LabEvaluator(
         runner.DecodeSettings(
-            method=settings.decode, batch_size=16, max_examples=settings.eval_examples
+            search=settings.decode, batch_size=16, max_examples=settings.eval_examples
         ),
         settings.dmt_eval_examples,
         settings.target_examples,
@@ -198,7 +196,7 @@ def run_lab(
                 first.model,
                 exp.monitor_target,
                 examples=settings.monitor_examples,
-                method="greedy",
+                search="greedy",
             )
             step0_point(out, exp, eval_fn)
         experiment.run_experiment(exp.stages, str(out / exp.name), eval_fn=eval_fn)

@@ -110,7 +110,7 @@ class Row:
     seed: int
     source: str  # "<experiment>/<stage>" or BASE
     target: str | None
-    rule: str = "rule"
+    rule: str = "same_format"
     suite: bool = True
 
     @property
@@ -135,7 +135,7 @@ def _stage(
     steps: int,
     lr: float,
     lengths: dict,
-    s: LabSettings,
+    settings: LabSettings,
     base: Path,
     seed: int,
     *,
@@ -150,12 +150,12 @@ def _stage(
         method=method,
         mixture=mixture,
         model=base_model_config(
-            prompt_length=s.prompt_length if m.has_prompt else 0,
-            dropout_rate=s.model_dropout if m.trains_trunk else 0.0,
+            prompt_length=settings.prompt_length if m.has_prompt else 0,
+            dropout_rate=settings.model_dropout if m.trains_trunk else 0.0,
         ),
-        label_smoothing=s.model_label_smoothing if m.trains_trunk else 0.0,
+        label_smoothing=settings.model_label_smoothing if m.trains_trunk else 0.0,
         steps=steps,
-        batch_size=s.batch_size,
+        batch_size=settings.batch_size,
         feature_lengths=lengths,
         optimizer=OptimizerConfig(learning_rate=lr, prompt_learning_rate=prompt_lr),
         init_checkpoint=init or str(base),
@@ -166,43 +166,45 @@ def _stage(
         eval_batches=1,
         log_every=max(1, min(10, steps)),
         seed=seed,
-        rng_impl=s.rng_impl,
+        rng_impl=settings.rng_impl,
         pack=pack,
     )
 
 
-def _model_tuning(method: str, task: str, s: LabSettings, base: Path, seed: int, **kw):
+def _model_tuning(method: str, task: str, settings: LabSettings, base: Path, seed: int, **kw):
     """A stage-2-length model-tuning stage (standard FT, joint, controls) on `task`."""
     lengths = kw.pop("lengths", None) or LENGTHS[task]
-    return _stage(method, task, s.stage2_steps, s.model_lr, lengths, s, base, seed, **kw)
+    return _stage(
+        method, task, settings.stage2_steps, settings.model_lr, lengths, settings, base, seed, **kw
+    )
 
 
-def _promot(task: str, s: LabSettings, base: Path, seed: int, every: int) -> dict:
+def _promot(task: str, settings: LabSettings, base: Path, seed: int, every: int) -> dict:
     lengths = LENGTHS[task]
     return {
         "stage1": _stage(
-            "promot_stage1", task, s.stage1_steps, s.prompt_lr, lengths, s, base, seed,
-            eval_every=every,
+            "promot_stage1", task, settings.stage1_steps, settings.prompt_lr, lengths, settings,
+            base, seed, eval_every=every,
         ),
         "stage2": _stage(
-            "promot_stage2", task, s.stage2_steps, s.model_lr, lengths, s, base, seed,
-            prompt_file=PREVIOUS_STAGE, eval_every=every,
+            "promot_stage2", task, settings.stage2_steps, settings.model_lr, lengths, settings,
+            base, seed, prompt_file=PREVIOUS_STAGE, eval_every=every,
         ),
     }  # fmt: skip
 
 
-def _target_rows(table: str, task: str, s: LabSettings, base: Path, seed: int, every: int):
+def _target_rows(table: str, task: str, settings: LabSettings, base: Path, seed: int, every: int):
     """Standard FT, prompt tuning and ProMoT on `task` for one seed."""
     ft, promot = f"{table}/finetune/s{seed}", f"{table}/promot/s{seed}"
     monitor = task if every else None
     exps = [
         Experiment(
             ft,
-            {"ft": _model_tuning("finetune", task, s, base, seed, eval_every=every)},
+            {"ft": _model_tuning("finetune", task, settings, base, seed, eval_every=every)},
             monitor,
             FT,
         ),
-        Experiment(promot, _promot(task, s, base, seed, every), monitor, PROMOT),
+        Experiment(promot, _promot(task, settings, base, seed, every), monitor, PROMOT),
     ]
     rows = [
         Row(table, FT, seed, f"{ft}/ft", task, rule="never"),
@@ -212,48 +214,48 @@ def _target_rows(table: str, task: str, s: LabSettings, base: Path, seed: int, e
     return exps, rows
 
 
-def build_plan(s: LabSettings, base: Path, root: Path) -> Plan:
-    """The lab's experiments and rows for settings `s` and base checkpoint `base`."""
+def build_plan(settings: LabSettings, base: Path, root: Path) -> Plan:
+    """The lab's experiments and rows for `settings` and base checkpoint `base`."""
     exps: list[Experiment] = []
     rows: list[Row] = [Row(MAIN, PRETRAINED, 0, BASE, PRIMARY_TARGET, rule="never")]
-    first = s.seeds[0]
-    for seed in s.seeds:
-        every = s.eval_every if seed == first else 0
-        e, r = _target_rows(MAIN, PRIMARY_TARGET, s, base, seed, every)
+    first = settings.seeds[0]
+    for seed in settings.seeds:
+        every = settings.eval_every if seed == first else 0
+        e, r = _target_rows(MAIN, PRIMARY_TARGET, settings, base, seed, every)
         exps += e
         rows += r
         rows.append(
             Row(MAIN, MECHANISM, seed, f"main/promot/s{seed}/stage2", PRIMARY_TARGET,
                 rule="never", suite=False)
         )  # fmt: skip
-    if s.controls:
-        e, r = _controls(s, base, first)
+    if settings.controls:
+        e, r = _controls(settings, base, first)
         exps += e
         rows += r
-    if s.run_ablations:
-        e, r = _ablations(s, base, first)
+    if settings.run_ablations:
+        e, r = _ablations(settings, base, first)
         exps += e
         rows += r
-    if s.secondary:
-        e, r = _target_rows(SECONDARY, SECONDARY_TARGET, s, base, first, 0)
+    if settings.secondary:
+        e, r = _target_rows(SECONDARY, SECONDARY_TARGET, settings, base, first, 0)
         exps += e
         rows += [Row(SECONDARY, PRETRAINED, 0, BASE, SECONDARY_TARGET, rule="never"), *r]
-    if s.run_enfr:
-        e, r = _target_rows(EN_FR_TABLE, EN_FR, s, base, first, 0)
+    if settings.run_enfr:
+        e, r = _target_rows(EN_FR_TABLE, EN_FR, settings, base, first, 0)
         exps += e
         rows += [Row(EN_FR_TABLE, PRETRAINED, 0, BASE, EN_FR, rule="never"), *r]
-    if s.regularization_grid:
-        e, r = _regularization_grid(s, base, first)
+    if settings.regularization_grid:
+        e, r = _regularization_grid(settings, base, first)
         exps += e
         rows += r
-    if s.run_dmt:
-        e, r = _dmt(s, base, first, root)
+    if settings.run_dmt:
+        e, r = _dmt(settings, base, first, root)
         exps += e
         rows += r
     return Plan(exps, rows)
 
 
-def _controls(s: LabSettings, base: Path, seed: int):
+def _controls(settings: LabSettings, base: Path, seed: int):
     """C1, C2 and C4 (C3, prompt tuning alone, is a main row): the same model-tuning recipe
     as standard FT, on other data, scored on the primary target and the suite."""
     p = PretrainSettings()
@@ -262,25 +264,25 @@ def _controls(s: LabSettings, base: Path, seed: int):
         (C2, "in_format", IN_FORMAT_TARGET, LENGTHS[IN_FORMAT_TARGET], False),
         (C4, "shuffled_labels", SHUFFLED_TARGET, LENGTHS[SHUFFLED_TARGET], False),
     ]
-    if s.control_c1:
+    if settings.control_c1:
         pretrain = mixtures.register_lab_pretrain()
         specs.insert(0, (C1, "pretraining_mixture", pretrain, pretrain_lengths, True))
     exps, rows = [], []
     for label, name, mixture, lengths, pack in specs:
         path = f"controls/{name}/s{seed}"
-        stage = _model_tuning("finetune", mixture, s, base, seed, lengths=lengths, pack=pack)
+        stage = _model_tuning("finetune", mixture, settings, base, seed, lengths=lengths, pack=pack)
         exps.append(Experiment(path, {"ft": stage}))
         rows.append(Row(CONTROLS, label, seed, f"{path}/ft", PRIMARY_TARGET, rule="never"))
     return exps, rows
 
 
-def _regularization_grid(s: LabSettings, base: Path, seed: int):
+def _regularization_grid(settings: LabSettings, base: Path, seed: int):
     """Standard FT and ProMoT on the primary target with each REGULARIZATION_GRID setting of
     stage 2's dropout and label smoothing. ProMoT's stage 1 is the seed's main one, rerun
     (it has no dropout or label smoothing, so the same seed gives the same prompt)."""
     exps, rows = [], []
     for dropout, smoothing in REGULARIZATION_GRID:
-        v = dataclasses.replace(s, model_dropout=dropout, model_label_smoothing=smoothing)
+        v = dataclasses.replace(settings, model_dropout=dropout, model_label_smoothing=smoothing)
         name = f"regularization/d{dropout}_ls{smoothing}/s{seed}"
         exps += [
             Experiment(
@@ -297,43 +299,47 @@ def _regularization_grid(s: LabSettings, base: Path, seed: int):
     return exps, rows
 
 
-def _ablations(s: LabSettings, base: Path, seed: int):
+def _ablations(settings: LabSettings, base: Path, seed: int):
     """ProMoT + 1-shot [P Table 3] and the Table 6 ablations: joint (and, when asked for,
     FT with a fixed random prompt), on the primary target."""
     one, joint = f"ablations/promot_1shot/s{seed}", f"ablations/joint/s{seed}"
     one_shot = f"{PRIMARY_TARGET}_1shot"
     exps = [
-        Experiment(one, _promot(one_shot, s, base, seed, 0)),
+        Experiment(one, _promot(one_shot, settings, base, seed, 0)),
         Experiment(
             joint,
-            {"joint": _model_tuning("joint", PRIMARY_TARGET, s, base, seed, prompt_lr=s.prompt_lr)},
+            {
+                "joint": _model_tuning(
+                    "joint", PRIMARY_TARGET, settings, base, seed, prompt_lr=settings.prompt_lr
+                )
+            },
         ),
     ]
     rows = [
         Row(ABLATIONS, PROMOT_1SHOT, seed, f"{one}/stage2", one_shot),
         Row(ABLATIONS, JOINT, seed, f"{joint}/joint", PRIMARY_TARGET),
     ]
-    if s.fixed_random_prompt:
+    if settings.fixed_random_prompt:
         rand = f"ablations/fixed_random_prompt/s{seed}"
-        stage = _model_tuning("finetune_fixed_random_prompt", PRIMARY_TARGET, s, base, seed)
+        stage = _model_tuning("finetune_fixed_random_prompt", PRIMARY_TARGET, settings, base, seed)
         exps.append(Experiment(rand, {"ft": stage}))
         rows.append(Row(ABLATIONS, FIXED_RANDOM, seed, f"{rand}/ft", PRIMARY_TARGET))
     return exps, rows
 
 
-def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
+def _dmt(settings: LabSettings, base: Path, seed: int, root: Path):
     """DMT Table 1 analogs; every DMT run shares the mixed-sequential domain stage."""
 
     def stage(mixture: str, steps: int | None = None, init: str | None = None):
         return _stage(
-            "finetune", mixture, steps or s.dmt_steps, s.dmt_lr, LENGTHS["dmt"], s, base,
-            seed, init=init,
+            "finetune", mixture, steps or settings.dmt_steps, settings.dmt_lr, LENGTHS["dmt"],
+            settings, base, seed, init=init,
         )  # fmt: skip
 
     domain_stage = f"dmt/mixed_sequential/s{seed}/domain"
     domain_params = str(root / domain_stage / "final_params")
     exps, rows = [], [Row(DMT, PRETRAINED, 0, BASE, None)]
-    if s.dmt_sequential:
+    if settings.dmt_sequential:
         exps += [
             Experiment(f"dmt/general_only/s{seed}", {"general": stage("toy_general")}),
             Experiment(
@@ -352,7 +358,7 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
     exps += [
         Experiment(
             f"dmt/multitask/s{seed}",
-            {"all": stage(mixtures.dmt_multitask_mixture(), steps=2 * s.dmt_steps)},
+            {"all": stage(mixtures.dmt_multitask_mixture(), steps=2 * settings.dmt_steps)},
         ),
         Experiment(
             f"dmt/mixed_sequential/s{seed}",
@@ -367,7 +373,7 @@ def _dmt(s: LabSettings, base: Path, seed: int, root: Path):
         Row(DMT, DOMAIN_STAGE, seed, domain_stage, None),
         Row(DMT, "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
     ]
-    for k in s.dmt_ks:
+    for k in settings.dmt_ks:
         name = f"dmt/k{round(1 / k)}/s{seed}"
         exps.append(
             Experiment(
