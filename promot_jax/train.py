@@ -608,34 +608,51 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         )
 
     last = {}
+    # Metrics stay on the device until a step logs, evaluates or saves: reading them every
+    # step would block dispatch. They are all read then, in one transfer, and checked
+    # before anything is written, so a non-finite loss between two reads is still caught
+    # and nothing after it is saved.
+    pending: list[tuple[int, dict]] = []
     tokens_since = 0.0
+
+    def read_pending() -> dict[str, float]:
+        nonlocal tokens_since
+        host = jax.device_get([m for _, m in pending])
+        for (step, _), metrics in zip(pending, host, strict=True):
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step}; stopped. The last good checkpoint "
+                    f"(step {manager.latest_step()}) in {run_dir}/checkpoints is unchanged"
+                )
+            tokens_since += float(metrics["num_tokens"])
+        pending.clear()
+        return {f"train/{k}": float(v) for k, v in host[-1].items()}
+
     try:
         for step in range(start, cfg.steps):
             batch = sharding.global_batch(next(data), mesh)
             rng = jax.random.fold_in(base_rng, step)
-            new_trainable, new_opt_state, metrics = train_step(
-                trainable, frozen, opt_state, batch, rng
-            )
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss} at step {step + 1}; stopped. The last good checkpoint "
-                    f"(step {manager.latest_step()}) in {run_dir}/checkpoints is unchanged"
-                )
-            trainable, opt_state = new_trainable, new_opt_state
+            trainable, opt_state, metrics = train_step(trainable, frozen, opt_state, batch, rng)
             done = step + 1
-            tokens_since += float(metrics["num_tokens"])
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                last = {f"train/{k}": float(v) for k, v in metrics.items()}
+            pending.append((done, metrics))
+            logs = done % cfg.log_every == 0 or done == cfg.steps
+            evals = bool(cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
+            saves = evals or done % cfg.save_every == 0
+            if not (logs or saves):
+                continue
+            newest = read_pending()
+            if logs:
+                last = newest
                 log.scalars(done, last)
-                log.progress(done, loss, tokens_since)
+                log.progress(done, last["train/loss"], tokens_since)
                 tokens_since = 0.0
             scores = None
-            if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+            if evals:
                 scores = evaluate(done)
                 log.scalars(done, scores)
                 last.update(scores)
-            if done % cfg.save_every == 0 or done == cfg.steps or scores is not None:
+            if saves:
                 save(done, scores)
     finally:
         log.close()

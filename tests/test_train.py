@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -214,8 +216,19 @@ def test_mesh_and_batch_errors_name_the_numbers():
         sharding.make_mesh(2, 1)
 
 
-def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatch, request):
+@pytest.mark.parametrize("log_every", [1, 5])  # a log point at the NaN's step, or none near
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
+    tmp_path, monkeypatch, request, log_every
+):
+    """Metrics are read only at log / eval / save points; a NaN at step 3, between two of
+    them, still stops the run naming step 3, and nothing after step 2 is saved or logged."""
     real = train.make_train_step
+    reads = []
+    real_get = jax.device_get
+
+    def counted_get(x):
+        reads.append(1)
+        return real_get(x)
 
     def poisoned(*args, **kwargs):
         step = real(*args, **kwargs)
@@ -225,22 +238,25 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatc
             calls["n"] += 1
             trainable, opt_state, metrics = step(*a)
             if calls["n"] == 3:
-                metrics = dict(metrics, loss=np.float32("nan"))
+                metrics = dict(metrics, loss=jnp.float32("nan"))
             return trainable, opt_state, metrics
 
         return wrapped
 
     monkeypatch.setattr(train, "make_train_step", poisoned)
+    monkeypatch.setattr(train.jax, "device_get", counted_get)
     train._stage_functions.cache_clear()  # an equal stage of an earlier test may be cached
     request.addfinalizer(train._stage_functions.cache_clear)  # and none keeps the poison
     cfg = train.StageConfig(
         method="finetune",
         mixture="toy_rte",
         model=network.mt5_config("tiny", vocab_size=2176, dtype="float32"),
-        steps=5,
+        steps=8,
         batch_size=2,
         feature_lengths={"inputs": 32, "targets": 4},
         save_every=2,
+        log_every=log_every,
+        eval_every=0,
         eval_batches=1,
         run_dir=str(tmp_path / "run"),
     )
@@ -251,6 +267,10 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, monkeypatc
     )
     assert steps == [2]
     assert not (tmp_path / "run/final_params").exists()
+    logged = [json.loads(x)["step"] for x in (tmp_path / "run/metrics.jsonl").open()]
+    assert max(logged, default=0) <= 2, logged
+    # One read per point that needs the metrics, not one per step.
+    assert len(reads) == (3 if log_every == 1 else 2), len(reads)
 
 
 def test_run_dir_with_a_different_stage_is_refused_untouched(tmp_path):
