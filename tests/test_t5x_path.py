@@ -21,13 +21,14 @@ import numpy as np
 import pytest
 
 from promot_jax import checkpoints, cli, methods, network
+from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import t5x_legacy, t5x_orbax
 from promot_jax.gin_paths import gin_dir
 
 REPO = Path(__file__).resolve().parent.parent
 T5X_GIN = gin_dir() / "t5x"
 CONFIG = network.mt5_config("tiny", vocab_size=128, dtype="float32", prompt_length=3)
-PROMPT = checkpoints.PROMPT_PATH
+PROMPT = prompt_lib.PROMPT_KEY
 
 
 @pytest.fixture(scope="module")
