@@ -13,6 +13,7 @@ from flax import traverse_util
 
 from promot_jax import checkpoints, methods, network, sharding, train
 from promot_jax import prompt as prompt_lib
+from promot_jax.evaluation import model_source
 
 TOY = dict(vocab_size=128, dtype="float32")
 
@@ -85,13 +86,20 @@ def trunk(tmp_path_factory):
     return root / "params"
 
 
-# (config's num_prompts, prompt length, the file's wrong shape)
-CASES = [(1, 4, (4, 32)), (1, 4, (5, 64)), (2, 4, (2, 4, 32)), (2, 4, (3, 4, 64)), (2, 4, (4, 64))]
+# (config's num_prompts, prompt length, the file's wrong shape, whether eval can tell):
+# evaluation attaches a prompt of any number and length, so it sees only a wrong width.
+CASES = [
+    (1, 4, (4, 32), True),
+    (1, 4, (5, 64), False),
+    (2, 4, (2, 4, 32), True),
+    (2, 4, (3, 4, 64), False),
+    (2, 4, (4, 64), False),
+]
 
 
-@pytest.mark.parametrize("num_prompts, length, shape", CASES)
+@pytest.mark.parametrize("num_prompts, length, shape, in_eval", CASES)
 def test_every_former_copy_refuses_a_wrong_prompt_with_the_same_message(
-    num_prompts, length, shape, trunk, tmp_path
+    num_prompts, length, shape, in_eval, trunk, tmp_path
 ):
     cfg = tiny(prompt_length=length, num_prompts=num_prompts)
     path = tmp_path / "bad.npy"
@@ -118,6 +126,13 @@ def test_every_former_copy_refuses_a_wrong_prompt_with_the_same_message(
         "train.initial_params": refusal(train.initial_params, stage),
         "train.validate": refusal(train.validate, stage),
     }
+    if in_eval:
+        refusals["model_source.load_model"] = refusal(
+            model_source.load_model, trunk, prompt_file=path, size="tiny", config_overrides=TOY
+        )
+    else:  # any number and length fit a trunk: the eval reads the model from the prompt
+        model = model_source.load_model(trunk, prompt_file=path, size="tiny", config_overrides=TOY)
+        assert prompt_lib.expected_shape(model.config) == shape
     assert refusals == dict.fromkeys(refusals, message)
     assert np.load(path).shape == shape  # the refused save wrote nothing
 
