@@ -173,14 +173,6 @@ def get_prompt(params: Mapping) -> Any:
     return node
 
 
-def has_prompt(params: Mapping) -> bool:
-    try:
-        get_prompt(params)
-    except (KeyError, TypeError):
-        return False
-    return True
-
-
 def set_prompt(params: Mapping, value: Any) -> dict:
     """A copy of `params` (the dicts along the prompt's path, not the leaves) holding `value`
     as its prompt."""
@@ -213,13 +205,12 @@ def drop_prompt(params: Mapping) -> dict:
 def _rows(shape: Sequence[int], what: str) -> tuple[int, int]:
     """(P, d) of the shape a row initialiser is asked for: it fills one `[P, d]` prompt
     (`per_task` stacks one per task)."""
-    shape = check_shape(shape, None, f"the prompt {what} was asked for")
     if len(shape) != 2:
         raise ValueError(
-            f"{what} fills one (prompt_length, emb_dim) prompt, not shape {shape}; "
+            f"{what} fills one (prompt_length, emb_dim) prompt, not shape {tuple(shape)}; "
             "per_task(...) stacks one per task"
         )
-    return shape
+    return int(shape[0]), int(shape[1])
 
 
 def uniform(scale: float = 0.5) -> PromptInit:

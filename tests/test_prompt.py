@@ -62,12 +62,13 @@ def test_the_regex_matches_the_prompt_as_t5x_spells_it_and_nothing_else():
 
 def test_prompt_tree_edits_copy_and_leave_the_input_alone():
     params = {"encoder": {"prompt": {"prompt": 1}, "layers_0": 2}, "decoder": 3}
-    assert prompt_lib.has_prompt(params)
     put = prompt_lib.set_prompt(params, 9)
     dropped = prompt_lib.drop_prompt(params)
     assert prompt_lib.get_prompt(put) == 9 and prompt_lib.get_prompt(params) == 1
     assert dropped == {"encoder": {"layers_0": 2}, "decoder": 3}
-    assert not prompt_lib.has_prompt(dropped) and prompt_lib.has_prompt(params)
+    assert params == {"encoder": {"prompt": {"prompt": 1}, "layers_0": 2}, "decoder": 3}
+    with pytest.raises(KeyError):
+        prompt_lib.get_prompt(dropped)
     assert prompt_lib.get_prompt(prompt_lib.set_prompt(dropped, 4)) == 4
 
 
