@@ -153,7 +153,9 @@ def stored_prompt(path: Path) -> np.ndarray | None:
         return None
 
 
-def prompt_tasks_of(path: Path, config: network.T5Config, given: Sequence[str] | None) -> tuple:
+def prompt_tasks_of(
+    path: Path, config: network.T5Config, given: Sequence[str] | None
+) -> tuple[str, ...]:
     """The task of each row of a per-task prompt: `given`, else the tasks of the stage's
     multi-task mixture in task-id order (what its training fed each row); () if unknown."""
     if config.num_prompts == 1:
