@@ -8,6 +8,7 @@ exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 
 import jax
@@ -42,7 +43,7 @@ def _prepend_task_id(ds, name: str):
 
     if TASK_ID not in ds.element_spec:
         raise ValueError(
-            f"{name!r} has no {TASK_ID!r} feature, which per-task prompts need; use a mixture "
+            f"{name} has no {TASK_ID!r} feature, which per-task prompts need; use a mixture "
             "made by promot_tasks.mixtures.multitask_mixture (e.g. toy_multitask_rte_en_fr)"
         )
 
@@ -51,6 +52,46 @@ def _prepend_task_id(ds, name: str):
         return {"inputs": tf.concat([ids, ex["inputs"]], 0), "targets": ex["targets"]}
 
     return ds.map(prepend)
+
+
+@functools.cache
+def _task_id_converter_class():
+    import seqio
+
+    class TaskIdFeatureConverter(seqio.EncDecFeatureConverter):
+        """`EncDecFeatureConverter`, unpacked, with each example's task id before its inputs."""
+
+        def __init__(self, pack: bool = False, source: str = "the dataset"):
+            if pack:
+                raise ValueError(
+                    "packing cannot be combined with per-task prompts (task id tokens)"
+                )
+            super().__init__(pack=False)
+            self._source = source
+
+        def _convert_features(self, ds, task_feature_lengths):
+            ds = _prepend_task_id(ds, self._source)
+            return super()._convert_features(ds, _with_task_id(task_feature_lengths))
+
+        def get_model_feature_lengths(self, task_feature_lengths):
+            return super().get_model_feature_lengths(_with_task_id(task_feature_lengths))
+
+    return TaskIdFeatureConverter
+
+
+def _with_task_id(lengths: Mapping[str, int]) -> dict[str, int]:
+    return {**lengths, "inputs": lengths["inputs"] + 1}
+
+
+def task_id_feature_converter(pack: bool = False, source: str = "the dataset"):
+    """seqio's encoder-decoder conversion with each example's `task_id` feature prepended
+    to its encoder input, the token per-task prompts read as the prompt index
+    (`network.split_task_ids`); the input length grows by one so no token is lost.
+
+    Our runner's batches use it, and it is T5X's `feature_converter_cls` for multi-task
+    ProMoT (gin/t5x/test/stage1_multitask_tiny.gin). `source` names the data in errors.
+    """
+    return _task_id_converter_class()(pack=pack, source=source)
 
 
 def batch_iterator(
@@ -81,15 +122,13 @@ def batch_iterator(
     if batch_size % processes:
         raise ValueError(f"batch size {batch_size} is not divisible by {processes} processes")
     local = batch_size // processes
-    lengths = dict(feature_lengths)
-    if pack and task_id_token:
-        raise ValueError("packing cannot be combined with per-task prompts (task id tokens)")
-    converter = seqio.EncDecFeatureConverter(pack=pack)
     if task_id_token:
-        converter = seqio.PassThroughFeatureConverter()
+        converter = task_id_feature_converter(pack, source=repr(mixture_or_task))
+    else:
+        converter = seqio.EncDecFeatureConverter(pack=pack)
     ds = seqio.get_dataset(
         mixture_or_task_name=mixture_or_task,
-        task_feature_lengths=lengths,
+        task_feature_lengths=dict(feature_lengths),
         dataset_split=split,
         shuffle=shuffle,
         num_epochs=None if repeat else 1,
@@ -100,10 +139,6 @@ def batch_iterator(
         feature_converter=converter,
         use_cached=False,
     )
-    if task_id_token:
-        ds = _prepend_task_id(ds, mixture_or_task)
-        lengths["inputs"] += 1
-        ds = seqio.EncDecFeatureConverter(pack=False)(ds, lengths)
     ds = ds.batch(local, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)

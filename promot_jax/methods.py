@@ -25,8 +25,8 @@ from typing import Any
 
 import jax
 
-# A parameter path as T5X's traversals spell it, e.g. "/encoder/prompt/prompt".
-PROMPT_REGEX = r".*/prompt/.*"
+from promot_jax.prompt import PROMPT_REGEX
+
 _PROMPT_RE = re.compile(PROMPT_REGEX)
 
 

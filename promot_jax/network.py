@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from promot_jax import layers
-from promot_jax.prompt import PromptInit, SoftPrompt, add_prompt_positions, uniform
+from promot_jax.prompt import PROMPT_PATH, PromptInit, SoftPrompt, add_prompt_positions, uniform
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -245,7 +245,7 @@ class Encoder(nn.Module):
                 cfg.dtype,
                 cfg.param_dtype,
                 cfg.num_prompts,
-                name="prompt",
+                name=PROMPT_PATH[1],  # in the encoder: encoder/prompt/prompt
             )(x, task_ids)
         x = _dropout(cfg)(x, deterministic=deterministic).astype(cfg.dtype)
         valid = add_prompt_positions(tokens, cfg.prompt_length) > 0

@@ -16,9 +16,10 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from promot_jax import network
+from promot_jax import prompt as prompt_lib
 
-# T5X's `standard_logical_axis_rules(1, 1)`, plus the prompt (replicated, as
-# prompt-tuning's runs/prompt_finetune.gin does).
+# T5X's `standard_logical_axis_rules(1, 1)`, plus every prompt axis (replicated, as
+# prompt-tuning's runs/prompt_finetune.gin does; names from promot_jax.prompt).
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("batch", "data"),
     ("vocab", "model"),
@@ -31,9 +32,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("length", None),
     ("layers", None),
     ("stack", None),
-    ("prompt", None),
-    ("prompt_embed", None),
-    ("prompt_tasks", None),
+    *((axis, None) for axis in prompt_lib.AXIS_NAMES),
 )
 
 

@@ -18,7 +18,7 @@ Run directory layout:
   damaged_checkpoints/  steps that failed to restore (moved here, never deleted)
   metrics.jsonl, tb/    training and evaluation scalars
   final_params/, best_params/   full parameter trees (our orbax params format)
-  prompt.npy, best_prompt.npy   the soft prompt, `[P, d]` float32 (prompt stages)
+  prompt.npy, best_prompt.npy   the soft prompt, `[P, d]` (per task `[T, P, d]`) float32
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class StageConfig:
     z_loss: float = 1e-4
     loss_normalizing_factor: float | str | None = "num_real_target_tokens"
     init_checkpoint: str | None = None  # trunk (and prompt, if stored); None: random init
-    prompt_file: str | None = None  # `[P, d]` .npy; promot_stage2 requires it
+    prompt_file: str | None = None  # `[P, d]` (`[T, P, d]`) .npy; promot_stage2 requires it
     save_every: int = 1000
     keep: int = 2
     eval_every: int = 0  # 0: evaluate only at the end
@@ -343,17 +343,7 @@ def _eval_batches(
 
 def _checked_prompt(cfg: StageConfig) -> np.ndarray:
     """`prompt_file`'s array, checked against the model's prompt shape."""
-    model_cfg = cfg.model
-    prompt = prompt_lib.load_prompt_file(cfg.prompt_file)
-    want = (model_cfg.prompt_length, model_cfg.emb_dim)
-    if model_cfg.num_prompts > 1:
-        want = (model_cfg.num_prompts, *want)
-    if prompt.shape != want:
-        raise ValueError(
-            f"prompt_file {cfg.prompt_file} has shape {prompt.shape}, but the model's prompt is "
-            f"{want} ({'num_prompts, ' if len(want) == 3 else ''}prompt_length, emb_dim)"
-        )
-    return prompt
+    return prompt_lib.load_prompt_file(cfg.prompt_file, cfg.model)
 
 
 def initial_params(cfg: StageConfig) -> dict:
@@ -364,7 +354,7 @@ def initial_params(cfg: StageConfig) -> dict:
         params = network.init_params(model_cfg, jax.random.key(cfg.seed))
         params = jax.tree_util.tree_map(np.asarray, params)
         if prompt is not None:
-            params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
+            params = prompt_lib.set_prompt(params, prompt.astype(model_cfg.param_dtype))
         return params
     # The trunk (and the prompt, if the checkpoint has one; else the config's
     # initialiser) from the checkpoint; then `prompt_file`, when given, wins.
@@ -372,11 +362,11 @@ def initial_params(cfg: StageConfig) -> dict:
         cfg.init_checkpoint,
         model_cfg,
         dtype=model_cfg.param_dtype,
-        missing_ok=("encoder/prompt/.*",) if model_cfg.prompt_length else (),
+        missing_ok=(prompt_lib.PROMPT_KEY,) if model_cfg.prompt_length else (),
         rng=cfg.seed,
     )
     if prompt is not None:
-        params["encoder"]["prompt"]["prompt"] = prompt.astype(model_cfg.param_dtype)
+        params = prompt_lib.set_prompt(params, prompt.astype(model_cfg.param_dtype))
     return params
 
 
@@ -467,7 +457,7 @@ def _export(run_dir: Path, params: dict, which: str, with_prompt: bool):
     prompt_path = None
     if with_prompt:
         prompt_path = prompt_lib.save_prompt_file(
-            np.asarray(params["encoder"]["prompt"]["prompt"], np.float32), run_dir / prompt_name
+            prompt_lib.get_prompt(params), run_dir / prompt_name
         )
     return params_path, prompt_path
 

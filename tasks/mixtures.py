@@ -1,7 +1,8 @@
 """Mixtures: multi-task ProMoT (examples carry a task id) and DMT's two stages.
 
 - `multitask_mixture`: each task gets a `task_id` feature (its index in the
-  list) so multi-task ProMoT can give each task its own soft prompt.
+  list) so multi-task ProMoT can give each task its own soft prompt;
+  `tasks_by_id` gives that list back (row i of a per-task prompt is task i's).
 - `dmt_mixtures`: stage 1 = all domain data (rates proportional to example
   counts); stage 2 = general data + k x domain data, i.e. rate(domain task) =
   k * its example count, rate(general task) = its example count [DMT].
@@ -21,6 +22,8 @@ from promot_tasks import catalogue
 
 TASK_ID = "task_id"
 DMT_DEFAULT_K = 1 / 256
+# The tasks of every `multitask_mixture`, in task-id order.
+_TASKS_BY_ID: dict[str, tuple[str, ...]] = {}
 
 
 def _registered_names() -> list[str]:
@@ -81,7 +84,15 @@ def multitask_mixture(
     for i, (task_name, rate) in enumerate(zip(task_names, rates, strict=True)):
         member = with_task_id(task_name, i, f"{name}_{task_name}")
         members.append((member.name, rate))
-    return seqio.MixtureRegistry.add(name, members)
+    mixture = seqio.MixtureRegistry.add(name, members)
+    _TASKS_BY_ID[name] = tuple(task_names)
+    return mixture
+
+
+def tasks_by_id(name: str) -> tuple[str, ...]:
+    """The tasks of the `multitask_mixture` called `name`, task id 0 first; () for any
+    other task or mixture (its examples carry no task id)."""
+    return _TASKS_BY_ID.get(name, ())
 
 
 def example_count(task: seqio.Task, split: str = "train") -> int:

@@ -264,7 +264,7 @@ def test_prompt_from_file_through_the_network(tmp_path):
     params = network.init_params(cfg, jax.random.key(0))
     np.testing.assert_array_equal(params["encoder"]["prompt"]["prompt"], saved)
     wrong = tiny(prompt_length=4, prompt_init=prompt.from_file(path))
-    with pytest.raises(ValueError, match=r"\(3, 64\) but the model expects \(4, 64\)"):
+    with pytest.raises(ValueError, match=r"\(3, 64\) does not fit the model: want \(4, 64\)"):
         network.init_params(wrong, jax.random.key(0))
 
 
@@ -301,5 +301,5 @@ def test_per_task_prompts_from_a_file_need_the_whole_table(tmp_path):
     np.testing.assert_array_equal(params["encoder"]["prompt"]["prompt"], table)
     one = prompt.save_prompt_file(table[0], tmp_path / "one.npy")
     wrong = tiny(prompt_length=3, num_prompts=2, prompt_init=prompt.from_file(one))
-    with pytest.raises(ValueError, match=r"\(3, 64\) but the model expects \(2, 3, 64\)"):
+    with pytest.raises(ValueError, match=r"\(3, 64\) does not fit the model: want \(2, 3, 64\)"):
         network.init_params(wrong, jax.random.key(0))

@@ -8,6 +8,7 @@ Tests that need t5x call `pytest.importorskip("t5x")` and are marked `t5x`; CI h
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -21,13 +22,14 @@ import numpy as np
 import pytest
 
 from promot_jax import checkpoints, cli, methods, network
+from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import t5x_legacy, t5x_orbax
 from promot_jax.gin_paths import gin_dir
 
 REPO = Path(__file__).resolve().parent.parent
 T5X_GIN = gin_dir() / "t5x"
 CONFIG = network.mt5_config("tiny", vocab_size=128, dtype="float32", prompt_length=3)
-PROMPT = checkpoints.PROMPT_PATH
+PROMPT = prompt_lib.PROMPT_KEY
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +218,20 @@ def test_traversals_freeze_exactly_what_the_method_table_says():
 
 
 @pytest.mark.t5x
-def test_adafactor_and_partition_rules_know_the_prompt_axes():
+@pytest.mark.parametrize(
+    "method, num_prompts", [("promot_stage1", 1), ("multitask_promot_stage1", 2)]
+)
+def test_adafactor_and_partition_rules_know_the_prompt_axes(method, num_prompts):
     pytest.importorskip("t5x")
     from t5x import adafactor
 
     from promot_jax.t5x import axis_rules, freezing
 
     opt = freezing.method_optimizer(
-        "promot_stage1", adafactor.Adafactor(logical_factor_rules=freezing.factor_rules())
+        method, adafactor.Adafactor(logical_factor_rules=freezing.factor_rules())
     )
-    axes = network.logical_axes(CONFIG)
+    config = dataclasses.replace(CONFIG, num_prompts=num_prompts)
+    axes = network.logical_axes(config)
     axes = jax.tree.map(
         lambda names: jax.sharding.PartitionSpec(*names),
         axes,
@@ -233,7 +239,9 @@ def test_adafactor_and_partition_rules_know_the_prompt_axes():
     )
     opt.set_param_axes(axes)  # KeyError on an axis name the factor rules lack
     rules = dict(axis_rules.logical_axis_rules())
-    assert rules["prompt"] is None and rules["prompt_embed"] is None
+    assert all(rules[axis] is None for axis in prompt_lib.AXIS_NAMES)  # replicated
+    factors = freezing.factor_rules()
+    assert all(factors[axis] == adafactor.FactorDim.NONE for axis in prompt_lib.AXIS_NAMES)
 
 
 @pytest.mark.t5x
@@ -387,6 +395,32 @@ def test_eval_with_and_without_prompt_and_infer_produce_metrics_and_predictions(
     predictions = tiny_sequence / "infer" / "toy_rte-predict.jsonl-00000-of-00001"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert rows and "prediction" in rows[0] and "inputs_pretokenized" in rows[0]["inputs"]
+
+
+@pytest.mark.t5x
+@pytest.mark.slow
+def test_multitask_stage1_trains_one_prompt_per_task_and_nothing_else(tiny_sequence, tmp_path):
+    """gin/t5x/test/stage1_multitask_tiny.gin: a [2, P, d] table from the tiny trunk, both rows
+    trained (batches carry both task ids), the trunk frozen; export-prompt writes the table."""
+    pre_dir = tiny_sequence / "pre" / "checkpoint_2"
+    _run_ok(
+        "train",
+        "t5x/test/stage1_multitask_tiny.gin",
+        tmp_path,
+        "stage1_multitask.log",
+        MODEL_DIR=str(tmp_path / "run"),
+        INITIAL_CHECKPOINT_PATH=str(pre_dir),
+    )
+    pre = _params(pre_dir)
+    start = _params(tmp_path / "run" / "checkpoint_2")
+    end = _params(tmp_path / "run" / "checkpoint_5")
+    assert start[PROMPT].shape == (2, 4, CONFIG.emb_dim)
+    assert all(np.array_equal(pre[k], start[k]) for k in pre)
+    assert _changed(start, end) == {PROMPT}
+    assert all(not np.array_equal(start[PROMPT][i], end[PROMPT][i]) for i in range(2))
+    out = tmp_path / "prompts.npy"
+    assert cli.main(["export-prompt", str(tmp_path / "run"), str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), end[PROMPT])
 
 
 @pytest.mark.t5x

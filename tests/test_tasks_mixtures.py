@@ -71,6 +71,48 @@ def test_multitask_examples_carry_task_ids():
     ]
 
 
+def test_tasks_by_id_are_the_multitask_mixture_s_in_task_id_order():
+    assert mixtures.tasks_by_id("toy_multitask_rte_en_fr") == ("toy_rte", "toy_wmt14_en_fr")
+    assert mixtures.tasks_by_id("promot_multitask_rte_en_fr") == (
+        "promot_rte",
+        "promot_wmt14_en_fr",
+    )
+    assert mixtures.tasks_by_id("toy_rte") == () == mixtures.tasks_by_id("toy_pretrain")
+
+
+def test_the_task_id_converter_puts_each_example_s_task_id_before_its_inputs():
+    """The conversion our runner's batches and T5X's multi-task gin share (batches.py)."""
+    from promot_jax import batches
+
+    lengths = {"inputs": 64, "targets": 16}
+    converter = batches.task_id_feature_converter()
+
+    def dataset(name, feature_converter):
+        return seqio.get_dataset(
+            name,
+            lengths,
+            dataset_split="validation",
+            shuffle=False,
+            feature_converter=feature_converter,
+        )
+
+    ds = dataset("toy_multitask_rte_en_fr", converter)
+    raw = dataset("toy_multitask_rte_en_fr", seqio.PassThroughFeatureConverter())
+    ids = set()
+    pairs = zip(ds.take(12).as_numpy_iterator(), raw.take(12).as_numpy_iterator(), strict=True)
+    for ex, plain in pairs:
+        assert ex["encoder_input_tokens"].shape == (65,)  # one more: no input token is lost
+        assert ex["encoder_input_tokens"][0] == plain["task_id"]
+        n = len(plain["inputs"])
+        assert list(ex["encoder_input_tokens"][1 : n + 1]) == list(plain["inputs"])
+        ids.add(int(plain["task_id"]))
+    assert ids == {0, 1}
+    with pytest.raises(ValueError, match="packing cannot be combined"):
+        batches.task_id_feature_converter(pack=True)
+    with pytest.raises(ValueError, match="has no 'task_id' feature"):
+        dataset("toy_rte", converter)
+
+
 def test_unknown_task_name_lists_closest():
     with pytest.raises(ValueError, match="closest registered: toy_rte"):
         mixtures.get_task_or_mixture("toy_rtee")

@@ -28,11 +28,9 @@ from promot_jax.checkpoints import (
 )
 from promot_jax.checkpoints.orbax_params import save_params
 from promot_jax.checkpoints.transformers_mt5 import t5x_config_from_transformers
-
-PROMPT_PATH = param_tree.PROMPT_PATH
+from promot_jax.prompt import PROMPT_KEY
 
 __all__ = [
-    "PROMPT_PATH",
     "detect_format",
     "load_params",
     "load_prompt",
@@ -87,11 +85,11 @@ def load_params(
     extra parameter or a wrong shape raises ValueError naming the first such path
     (and both shapes). To load a checkpoint without a soft prompt (public mT5, a
     transformers model) into a prompted config, say so explicitly: either
-    `missing_ok=("encoder/prompt/.*",)`, which fills the prompt from
+    `missing_ok=(PROMPT_KEY,)`, which fills the prompt from
     `init_params(config, rng)` (the config's prompt initialiser, deterministic for a
-    given `rng`), or
-    `prompt=<[P, d] array>`. `dtype` casts every leaf (e.g. "bfloat16"); by default
-    leaves keep the dtype they were stored with. Arrays are host numpy arrays.
+    given `rng`), or `prompt=<[P, d] array>` (`[T, P, d]` with per-task prompts). `dtype`
+    casts every leaf (e.g. "bfloat16"); by default leaves keep the dtype they were stored
+    with. Arrays are host numpy arrays.
     """
     flat = read_flat_params(path, config)
     source = str(path)
@@ -101,17 +99,17 @@ def load_params(
                 f"a prompt was given but the config has prompt_length=0; set prompt_length="
                 f"{np.shape(prompt)[0] if np.ndim(prompt) else '?'} to load it"
             )
-        if flat.get(PROMPT_PATH) is not None:
+        if flat.get(PROMPT_KEY) is not None:
             raise ValueError(
-                f"{source}: the checkpoint already holds {PROMPT_PATH}; pass prompt= only "
+                f"{source}: the checkpoint already holds {PROMPT_KEY}; pass prompt= only "
                 "for checkpoints without one"
             )
-        missing_ok = (*missing_ok, PROMPT_PATH)
+        missing_ok = (*missing_ok, PROMPT_KEY)
     init_fill = param_tree.init_filler(config, rng)
-    given_fill = param_tree.prompt_filler(prompt) if prompt is not None else None
+    given_fill = param_tree.prompt_filler(prompt, config) if prompt is not None else None
 
     def fill(p: str, want: jax.ShapeDtypeStruct) -> Any:
-        if given_fill is not None and p == PROMPT_PATH:
+        if given_fill is not None and p == PROMPT_KEY:
             return given_fill(p, want)
         return init_fill(p, want)
 
@@ -120,7 +118,7 @@ def load_params(
 
 
 def load_prompt(path: str | os.PathLike) -> np.ndarray:
-    """The `[P, d]` soft prompt (`encoder/prompt/prompt`) stored at `path`, any format.
+    """The soft prompt (`[P, d]`, or `[T, P, d]` per task) stored at `path`, any format.
 
     Only the prompt is read. Raises ValueError naming what the checkpoint holds
     when it has no prompt (e.g. a public mT5 or a transformers model).
@@ -129,7 +127,7 @@ def load_prompt(path: str | os.PathLike) -> np.ndarray:
     if fmt == "transformers":
         raise ValueError(
             f"{path}: a transformers {transformers_mt5.read_hf_config(where).get('model_type')} "
-            f"directory has no soft prompt ({PROMPT_PATH})"
+            f"directory has no soft prompt ({PROMPT_KEY})"
         )
     lister = {
         "t5x_legacy": t5x_legacy.param_paths,
@@ -138,7 +136,7 @@ def load_prompt(path: str | os.PathLike) -> np.ndarray:
         "promot_step": functools.partial(t5x_orbax.param_paths, root=t5x_orbax.PROMOT_STEP_ROOT),
     }[fmt]
     paths = lister(where)
-    if PROMPT_PATH not in paths:
+    if PROMPT_KEY not in paths:
         prompts = [p for p in paths if "prompt" in p]
         tops = sorted({p.split("/")[0] for p in paths})
         what = (
@@ -146,8 +144,8 @@ def load_prompt(path: str | os.PathLike) -> np.ndarray:
             if prompts
             else f"{len(paths)} parameters under {tops} and none with 'prompt' in its path"
         )
-        raise ValueError(f"{path} ({fmt}) has no {PROMPT_PATH}; it holds {what}")
-    value = read_flat_params(path, keep=lambda p: p == PROMPT_PATH).get(PROMPT_PATH)
+        raise ValueError(f"{path} ({fmt}) has no {PROMPT_KEY}; it holds {what}")
+    value = read_flat_params(path, keep=lambda p: p == PROMPT_KEY).get(PROMPT_KEY)
     if value is None:
-        raise ValueError(f"{path} ({fmt}): {PROMPT_PATH} is stored as None")
+        raise ValueError(f"{path} ({fmt}): {PROMPT_KEY} is stored as None")
     return np.asarray(value)

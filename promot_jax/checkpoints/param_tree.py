@@ -56,8 +56,9 @@ def match_config(
                 found = "None" if path in flat else "absent"
                 hint = (
                     " (a T5X or transformers checkpoint has no soft prompt: pass "
-                    "missing_ok=('encoder/prompt/.*',) to fill it from the prompt initialiser)"
-                    if path.startswith("encoder/prompt/")
+                    f"missing_ok=({prompt_lib.PROMPT_KEY!r},) to fill it from the prompt "
+                    "initialiser)"
+                    if path == prompt_lib.PROMPT_KEY
                     else ""
                 )
                 raise ValueError(
@@ -85,9 +86,6 @@ def match_config(
     return out
 
 
-PROMPT_PATH = "encoder/prompt/prompt"
-
-
 def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
     """A filler that takes missing parameters from the config's initialisers.
 
@@ -100,7 +98,7 @@ def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
     cache: dict[str, Any] = {}
 
     def fill(path: str, want: jax.ShapeDtypeStruct):
-        if path == PROMPT_PATH:
+        if path == prompt_lib.PROMPT_KEY:
             init = config.prompt_init or prompt_lib.uniform(0.5)
             if config.num_prompts > 1:
                 init = prompt_lib.per_task(init, config.num_prompts)
@@ -112,18 +110,15 @@ def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
     return fill
 
 
-def prompt_filler(prompt: Any) -> Filler:
-    """A filler that supplies `encoder/prompt/prompt` from a given `[P, d]` array."""
+def prompt_filler(prompt: Any, config: network.T5Config) -> Filler:
+    """A filler that supplies the prompt from a given `[P, d]` (or `[T, P, d]`) array,
+    checked against `config` here, before any parameter is read."""
+    value = np.asarray(prompt)
+    prompt_lib.check_shape(value.shape, config, "the given prompt")
 
     def fill(path: str, want: jax.ShapeDtypeStruct):
-        if path != PROMPT_PATH:
-            raise ValueError(f"prompt_filler only fills encoder/prompt/prompt, not {path}")
-        value = np.asarray(prompt)
-        if value.shape != tuple(want.shape):
-            raise ValueError(
-                f"the given prompt has shape {list(value.shape)} but the config expects "
-                f"{list(want.shape)} (prompt_length x emb_dim)"
-            )
+        if path != prompt_lib.PROMPT_KEY:
+            raise ValueError(f"prompt_filler only fills {prompt_lib.PROMPT_KEY}, not {path}")
         return value
 
     return fill

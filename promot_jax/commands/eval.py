@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt_file", default=None, help="[P, d] .npy soft prompt (replaces a stored one)"
     )
     m.add_argument(
+        "--prompt_tasks",
+        default=None,
+        help="comma-separated task of each row of a per-task [T, P, d] prompt, in task-id "
+        "order (default: the stage's multi-task mixture)",
+    )
+    m.add_argument(
         "--which", default="best", choices=("best", "final"), help="which params of a stage run dir"
     )
     m.add_argument("--size", default=None, help="mT5 size when the checkpoint has no stage.json")
@@ -99,6 +105,11 @@ def _rule(text: str) -> str:
     return text
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated list of names; None when the flag is not given."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -112,8 +123,9 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from promot_jax import run_dirs
     from promot_jax.evaluation import model_source, plots, reports, runner, suite
 
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    the_suite = suite.build_suite(args.target, shots=_ints(args.shots, "--shots"), tasks=tasks)
+    the_suite = suite.build_suite(
+        args.target, shots=_ints(args.shots, "--shots"), tasks=_names(args.tasks)
+    )
     settings = runner.DecodeSettings(
         search=args.decode,
         beam_size=args.beam_size,
@@ -135,7 +147,9 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         which=args.which,
         size=args.size,
         config_overrides=overrides,
+        prompt_tasks=_names(args.prompt_tasks),
     )
+    model.check_tasks([e.info for e in the_suite.entries], the_suite.target.info, args.prompt_rule)
     label = args.label or Path(args.checkpoint).resolve().name
     results = runner.run_suite(
         model, the_suite, args.out, settings=settings, rule=args.prompt_rule, label=label

@@ -6,12 +6,17 @@ params directories (its parent's `stage.json` gives the model), a T5X checkpoint
 or a transformers directory (the model comes from `--size`, resp. `config.json`).
 A `.npy` prompt file replaces a stored prompt. Everything is checked here, before
 any decoding: the prompt width must equal the model's `emb_dim`.
+
+A per-task prompt (`[T, P, d]`, multi-task ProMoT) is evaluated one row at a time, as a
+single-prompt model: the row of the task being evaluated (its task id in the stage's
+mixture, or `prompt_tasks`), see `prompt_rule.prompt_row`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ from promot_jax import checkpoints, network
 from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import formats
 from promot_jax.evaluation import prompt_rule
+from promot_tasks import catalogue
 from promot_tasks.catalogue import TaskInfo
 
 STAGE_JSON = "stage.json"
@@ -29,12 +35,19 @@ PARAMS_DIRS = ("best_params", "final_params")
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model to evaluate: `config` has `prompt_length` 0 (no prompt) or P (prompt attached)."""
+    """A model to evaluate: `config` has `prompt_length` 0 (no prompt) or P (prompt attached;
+    `num_prompts` T > 1 for a per-task prompt, whose row i is `prompt_tasks[i]`'s)."""
 
     config: network.T5Config
     params: dict
     source: str
     prompt_source: str | None  # where the prompt came from; None: no prompt
+    prompt_tasks: tuple[str, ...] = ()  # per-task prompt: the task of each row, id order
+
+    @classmethod
+    def training(cls, config: network.T5Config, params: dict) -> LoadedModel:
+        """Parameters of a stage being trained (the monitor's, the pilot's probe)."""
+        return cls(config, params, "training", "training" if config.prompt_length else None)
 
     @property
     def has_prompt(self) -> bool:
@@ -42,20 +55,50 @@ class LoadedModel:
 
     def without_prompt(self) -> tuple[network.T5Config, dict]:
         """The same model with the soft prompt removed (config and params)."""
-        config = dataclasses.replace(self.config, prompt_length=0)
-        params = dict(self.params)
-        if "prompt" in params.get("encoder", {}):
-            params["encoder"] = {k: v for k, v in params["encoder"].items() if k != "prompt"}
-        return config, params
+        return prompt_lib.config_without_prompt(self.config), prompt_lib.drop_prompt(self.params)
+
+    def with_prompt_row(self, row: int) -> tuple[network.T5Config, dict]:
+        """A single-prompt model holding row `row` of the per-task prompt (config and params)."""
+        table = np.asarray(prompt_lib.get_prompt(self.params))
+        config = dataclasses.replace(self.config, num_prompts=1)
+        return config, prompt_lib.set_prompt(self.params, table[row])
+
+    def prompt_row(self, task: TaskInfo, target: TaskInfo, rule: str) -> int | None:
+        """The row of the per-task prompt `task` is evaluated with (None: no prompt)."""
+        if rule != "never" and not self.prompt_tasks:
+            raise ValueError(
+                f"{self.prompt_source} holds a per-task prompt of {self.config.num_prompts} "
+                "rows but nothing says which task each row is for (no multi-task mixture in "
+                "its stage.json); pass --prompt_tasks=<task of row 0>,<task of row 1>,..."
+            )
+        infos = [catalogue.task_info(name) for name in self.prompt_tasks]
+        return prompt_rule.prompt_row(task, target, rule, infos, str(self.prompt_source))
 
     def for_task(
         self, task: TaskInfo, target: TaskInfo, rule: str
     ) -> tuple[bool, network.T5Config, dict]:
         """(prompt attached?, config, params) to evaluate `task` with, for a model tuned on
-        `target`: the prompt stays on where `rule` says so and the model has one."""
-        if self.has_prompt and prompt_rule.uses_prompt(task, target, rule):
+        `target`: the prompt stays on where `rule` says so and the model has one; of a
+        per-task prompt, the row of `task`'s own task (or format)."""
+        if not self.has_prompt:
+            return False, *self.without_prompt()
+        if self.config.num_prompts > 1:
+            row = self.prompt_row(task, target, rule)
+            if row is None:
+                return False, *self.without_prompt()
+            return True, *self.with_prompt_row(row)
+        if prompt_rule.uses_prompt(task, target, rule):
             return True, self.config, self.params
         return False, *self.without_prompt()
+
+    def check_tasks(self, tasks: Iterable[TaskInfo], target: TaskInfo, rule: str) -> None:
+        """Fails, before any decoding, when `rule` attaches a prompt for one of `tasks` that
+        this model cannot give: it has none, or its per-task prompt has no row for it."""
+        tasks = list(tasks)
+        prompt_rule.require_prompt(tasks, target, rule, self.has_prompt, self.source)
+        if self.has_prompt and self.config.num_prompts > 1:
+            for task in tasks:
+                self.prompt_row(task, target, rule)
 
 
 def config_from_stage_json(path: Path, **overrides: Any) -> network.T5Config:
@@ -92,7 +135,7 @@ def resolve_params_path(path: Path, which: str = "best") -> Path:
 
 def base_config(path: Path, size: str | None, overrides: dict[str, Any]) -> network.T5Config:
     """The architecture of the checkpoint at `path` (without any prompt)."""
-    overrides = {**overrides, "prompt_length": 0}
+    overrides = {**overrides, "prompt_length": 0, "num_prompts": 1}
     stage_json = _stage_json_for(path)
     if stage_json is not None:
         return config_from_stage_json(stage_json, **overrides)
@@ -115,12 +158,34 @@ def stored_prompt(path: Path) -> np.ndarray | None:
         return None
 
 
-def check_prompt_width(prompt: np.ndarray, config: network.T5Config, source: str) -> None:
-    if prompt.ndim != 2 or prompt.shape[1] != config.emb_dim:
+def prompt_tasks_of(
+    path: Path, config: network.T5Config, given: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The task of each row of a per-task prompt: `given`, else the tasks of the stage's
+    multi-task mixture in task-id order (what its training fed each row); () if unknown."""
+    if config.num_prompts == 1:
+        if given:
+            raise ValueError(
+                f"prompt_tasks ({', '.join(given)}) name the task of each row of a per-task "
+                f"prompt, but the prompt of {path} is a single [{config.prompt_length}, "
+                f"{config.emb_dim}] one"
+            )
+        return ()
+    names: tuple[str, ...] = tuple(given or ())
+    stage_json = _stage_json_for(path)
+    if not names and stage_json is not None:
+        import promot_tasks  # noqa: F401  (registers the mixtures)
+        from promot_tasks import mixtures
+
+        names = mixtures.tasks_by_id(json.loads(stage_json.read_text()).get("mixture", ""))
+    if names and len(names) != config.num_prompts:
         raise ValueError(
-            f"prompt {source} has shape {tuple(prompt.shape)}, but the model's emb_dim is "
-            f"{config.emb_dim}: a prompt must be [prompt_length, {config.emb_dim}]"
+            f"the prompt of {path} has {config.num_prompts} rows, but {len(names)} prompt tasks "
+            f"are named ({', '.join(names)}): give one task per row, in task-id order"
         )
+    for name in names:
+        catalogue.task_info(name)  # an unknown name fails with the closest registered ones
+    return names
 
 
 def load_model(
@@ -130,33 +195,34 @@ def load_model(
     which: str = "best",
     size: str | None = None,
     config_overrides: dict[str, Any] | None = None,
+    prompt_tasks: Sequence[str] | None = None,
 ) -> LoadedModel:
-    """Reads the checkpoint and attaches the prompt (from `prompt_file`, else the stored one)."""
+    """Reads the checkpoint and attaches the prompt (from `prompt_file`, else the stored one).
+
+    `prompt_tasks` names the task of each row of a per-task prompt (default: the stage's
+    multi-task mixture, in task-id order).
+    """
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     params_path = resolve_params_path(path, which)
     config = base_config(path, size, dict(config_overrides or {}))
-    given = prompt_lib.load_prompt_file(prompt_file) if prompt_file else None
-    if given is not None:
-        check_prompt_width(given, config, str(prompt_file))
+    given = given_config = None
+    if prompt_file:
+        given = prompt_lib.load_prompt_file(prompt_file)
+        given_config = prompt_lib.config_with_prompt(
+            config, given.shape, f"prompt file {prompt_file}"
+        )
     stored = stored_prompt(params_path)
+    read_config = config
     if stored is not None:
-        check_prompt_width(stored, config, f"stored in {params_path}")
-    prompt_length = (
-        int((given if given is not None else stored).shape[0])
-        if (given is not None or stored is not None)
-        else 0
-    )
-    read_config = dataclasses.replace(
-        config, prompt_length=int(stored.shape[0]) if stored is not None else 0
-    )
+        read_config = prompt_lib.config_with_prompt(
+            config, stored.shape, f"prompt stored in {params_path}"
+        )
     params = checkpoints.load_params(params_path, read_config)
-    prompt_source = None
-    if stored is not None:
-        prompt_source = str(params_path)
+    config, prompt_source = read_config, str(params_path) if stored is not None else None
     if given is not None:
-        params.setdefault("encoder", {})["prompt"] = {"prompt": given.astype(np.float32)}
-        prompt_source = str(prompt_file)
-    config = dataclasses.replace(config, prompt_length=prompt_length)
-    return LoadedModel(config, params, str(path), prompt_source)
+        params = prompt_lib.set_prompt(params, given.astype(np.float32))
+        config, prompt_source = given_config, str(prompt_file)
+    tasks = prompt_tasks_of(path, config, prompt_tasks)
+    return LoadedModel(config, params, str(path), prompt_source, tasks)

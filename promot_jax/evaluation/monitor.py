@@ -105,7 +105,7 @@ def training_monitor(
     def eval_fn(params, step: int) -> dict[str, float]:
         if not state:
             setup()
-        loaded = LoadedModel(model, params, "training", "training" if model.prompt_length else None)
+        loaded = LoadedModel.training(model, params)
         scalars: dict[str, float] = {}
         leaks = []
         scored = runner.score_entries(

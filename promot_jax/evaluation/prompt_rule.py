@@ -10,11 +10,15 @@ rule is configurable so that baselines and ablations can be evaluated too:
 | `same_format` | tasks of the target's family (the paper's rule)  |
 | `always`      | every task (the prompt-tuning baseline)          |
 | `never`       | no task (pretrained / standard fine-tuning)      |
+
+A per-task prompt (multi-task ProMoT, `[T, P, d]`) holds one fine-tuned task's prompt
+per row, so the rule applies to each row's task: a task is evaluated with the row of
+the prompt task it is, else of the one whose format it has (`prompt_row`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from promot_tasks.catalogue import TaskInfo
 
@@ -63,3 +67,38 @@ def require_prompt(
             f"{source} has no prompt (no encoder/prompt/prompt); pass --prompt_file=<stage-1 "
             "prompt.npy>, or --prompt_rule=never to evaluate without a prompt"
         )
+
+
+def prompt_row(
+    task: TaskInfo, target: TaskInfo, rule: str, prompt_tasks: Sequence[TaskInfo], source: str
+) -> int | None:
+    """The row of a per-task prompt that `task` is evaluated with; None: the prompt comes off.
+
+    Row i belongs to `prompt_tasks[i]`. `task` takes the row of the prompt task of its
+    name, else of the one in its format (`same_format`), unless `rule` is `never`. A task
+    with no such row keeps no prompt, and fails when `rule` would attach one for it
+    (`uses_prompt` with the suite's `target`): no row is picked by default.
+    """
+    check_rule(rule)
+    if rule == "never":
+        return None
+    rows = [i for i, t in enumerate(prompt_tasks) if t.name == task.name]
+    rows = rows or [i for i, t in enumerate(prompt_tasks) if same_format(task, t)]
+    names = ", ".join(t.name for t in prompt_tasks)
+    if len(rows) > 1:
+        raise ValueError(
+            f"{task.name} has the format of several rows of the per-task prompt of {source} "
+            f"({', '.join(prompt_tasks[i].name for i in rows)}; rows are {names}), so which "
+            "one it takes is unclear; evaluate it with --prompt_rule=never or a [P, d] "
+            "--prompt_file"
+        )
+    if rows:
+        return rows[0]
+    if uses_prompt(task, target, rule):
+        raise ValueError(
+            f"prompt rule {rule!r} attaches the soft prompt for {task.name}, but the per-task "
+            f"prompt of {source} has rows only for {names} (task ids 0-{len(prompt_tasks) - 1}) "
+            f"and none is {task.name} or in its format; use --prompt_rule=same_format or never, or "
+            "a [P, d] --prompt_file"
+        )
+    return None

@@ -90,10 +90,8 @@ def _target_probe(config, examples: int) -> Callable:
     decoders = runner.Decoders()
 
     def probe(params, step: int) -> dict[str, float]:
-        prompt = "training" if config.prompt_length else None
-        model = LoadedModel(config, params, "training", prompt)
         scored = runner.score_entries(
-            model,
+            LoadedModel.training(config, params),
             [entry],
             entry,
             "same_format",

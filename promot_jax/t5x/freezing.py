@@ -14,7 +14,7 @@ from flax import traverse_util
 from t5x import adafactor, optimizers
 
 from promot_jax import methods
-from promot_jax.prompt import PROMPT_AXES
+from promot_jax.prompt import AXIS_NAMES
 
 
 def trainable_traversal(method: str) -> traverse_util.ModelParamTraversal:
@@ -39,9 +39,11 @@ def factor_rules() -> Mapping[str, adafactor.FactorDim]:
     and falls back to its heuristic, which factors the second moment over the two largest
     dims when the smaller is >= min_dim_size_to_factor (128). A prompt is therefore factored
     exactly when P >= 128 and d >= 128 (the paper's P = 100 is not), the rule optax.adafactor
-    applies in our runner too (optimizer.py). The multi-task prompt's `prompt_tasks` axis is
-    not listed: the T5X path has a single prompt.
+    applies in our runner too (optimizer.py). Multi-task ProMoT's `[T, P, d]` table (axis
+    `prompt_tasks` first) has rank 3, so T5X does follow the rule there: NONE everywhere keeps
+    its second moment unfactored, as optax does whenever P < 128 (optax would factor
+    P x d when P >= 128).
     """
     rules = dict(adafactor.standard_logical_factor_rules())
-    rules.update(dict.fromkeys(PROMPT_AXES, adafactor.FactorDim.NONE))
+    rules.update(dict.fromkeys(AXIS_NAMES, adafactor.FactorDim.NONE))
     return rules

@@ -16,12 +16,12 @@ from typing import Any
 
 from t5x import state_utils
 
-from promot_jax import methods
+from promot_jax import prompt as prompt_lib
 
 
 def skip_prompt_assignment_map() -> tuple[tuple[str, None], ...]:
-    """T5X assignment map that leaves every prompt key (`methods.PROMPT_REGEX`) to `init`."""
-    return ((methods.PROMPT_REGEX, None),)
+    """T5X assignment map that leaves every prompt key (`prompt.PROMPT_REGEX`) to `init`."""
+    return ((prompt_lib.PROMPT_REGEX, None),)
 
 
 def _present(flat: Mapping[str, Any]) -> set[str]:
@@ -33,7 +33,7 @@ def require_only_prompt_from_scratch(
     optimizer_state: Mapping,
     *,
     is_resuming: bool = False,
-    allowed: Sequence[str] = (methods.PROMPT_REGEX,),
+    allowed: Sequence[str] = (prompt_lib.PROMPT_REGEX,),
 ) -> Mapping:
     """Returns the checkpoint state unchanged; raises if a non-prompt key would be initialised.
 
