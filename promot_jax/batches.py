@@ -61,12 +61,12 @@ def _task_id_converter_class():
     class TaskIdFeatureConverter(seqio.EncDecFeatureConverter):
         """`EncDecFeatureConverter`, unpacked, with each example's task id before its inputs."""
 
-        def __init__(self, pack: bool = False, source: str = "the dataset"):
+        def __init__(self, pack: bool = False, source: str = "the dataset", **kwargs):
             if pack:
                 raise ValueError(
                     "packing cannot be combined with per-task prompts (task id tokens)"
                 )
-            super().__init__(pack=False)
+            super().__init__(pack=False, **kwargs)
             self._source = source
 
         def _convert_features(self, ds, task_feature_lengths):
@@ -83,15 +83,16 @@ def _with_task_id(lengths: Mapping[str, int]) -> dict[str, int]:
     return {**lengths, "inputs": lengths["inputs"] + 1}
 
 
-def task_id_feature_converter(pack: bool = False, source: str = "the dataset"):
+def task_id_feature_converter(pack: bool = False, source: str = "the dataset", **kwargs):
     """seqio's encoder-decoder conversion with each example's `task_id` feature prepended
     to its encoder input, the token per-task prompts read as the prompt index
     (`network.split_task_ids`); the input length grows by one so no token is lost.
 
     Our runner's batches use it, and it is T5X's `feature_converter_cls` for multi-task
-    ProMoT (gin/t5x/test/stage1_multitask_tiny.gin). `source` names the data in errors.
+    ProMoT (gin/t5x/test/stage1_multitask_tiny.gin). `source` names the data in errors;
+    other keywords (T5X passes `use_custom_packing_ops`) go to seqio's converter.
     """
-    return _task_id_converter_class()(pack=pack, source=source)
+    return _task_id_converter_class()(pack=pack, source=source, **kwargs)
 
 
 def batch_iterator(
