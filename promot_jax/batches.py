@@ -76,6 +76,11 @@ def _task_id_converter_class():
         def get_model_feature_lengths(self, task_feature_lengths):
             return super().get_model_feature_lengths(_with_task_id(task_feature_lengths))
 
+        def __call__(self, ds, task_feature_lengths):
+            # seqio's evaluator measures every output feature, the task id's too.
+            lengths = {k: v for k, v in task_feature_lengths.items() if k != "task_id"}
+            return super().__call__(ds, lengths)
+
     return TaskIdFeatureConverter
 
 

@@ -45,7 +45,7 @@ def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
 
 
 def _add_task_id(dataset: tf.data.Dataset, task_id: int) -> tf.data.Dataset:
-    return dataset.map(lambda ex: {**ex, TASK_ID: tf.constant(task_id, tf.int32)})
+    return dataset.map(lambda ex: {**ex, TASK_ID: tf.constant([task_id], tf.int32)})
 
 
 def with_task_id(task_name: str, task_id: int, new_name: str) -> seqio.Task:
@@ -53,7 +53,7 @@ def with_task_id(task_name: str, task_id: int, new_name: str) -> seqio.Task:
     task = get_task(task_name)
     features = dict(task.output_features)
     features[TASK_ID] = seqio.Feature(
-        vocabulary=seqio.PassThroughVocabulary(size=0), add_eos=False, dtype=tf.int32, rank=0
+        vocabulary=seqio.PassThroughVocabulary(size=0), add_eos=False, dtype=tf.int32, rank=1
     )
     new = seqio.TaskRegistry.add(
         new_name,

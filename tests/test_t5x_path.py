@@ -418,6 +418,11 @@ def test_multitask_stage1_trains_one_prompt_per_task_and_nothing_else(tiny_seque
     assert all(np.array_equal(pre[k], start[k]) for k in pre)
     assert _changed(start, end) == {PROMPT}
     assert all(not np.array_equal(start[PROMPT][i], end[PROMPT][i]) for i in range(2))
+    # T5X's inference evaluator (seqio) decoded each task of the mixture with its task id.
+    done = {p.name for p in (tmp_path / "run" / "inference_eval").glob("*-metrics.jsonl")}
+    assert done == {
+        f"toy_multitask_rte_en_fr_{t}-metrics.jsonl" for t in ("toy_rte", "toy_wmt14_en_fr")
+    }
     out = tmp_path / "prompts.npy"
     assert cli.main(["export-prompt", str(tmp_path / "run"), str(out)]) == 0
     np.testing.assert_array_equal(np.load(out), end[PROMPT])

@@ -60,7 +60,7 @@ def test_multitask_examples_carry_task_ids():
     seen = {}
     for ex in ds.take(40).as_numpy_iterator():
         text = ex["inputs_pretokenized"].decode()
-        seen.setdefault(int(ex["task_id"]), set()).add(
+        seen.setdefault(int(ex["task_id"][0]), set()).add(
             "rte" if "Is it true or false? answer:" in text else "en_fr"
         )
     assert seen == {0: {"rte"}, 1: {"en_fr"}}
@@ -102,15 +102,36 @@ def test_the_task_id_converter_puts_each_example_s_task_id_before_its_inputs():
     pairs = zip(ds.take(12).as_numpy_iterator(), raw.take(12).as_numpy_iterator(), strict=True)
     for ex, plain in pairs:
         assert ex["encoder_input_tokens"].shape == (65,)  # one more: no input token is lost
-        assert ex["encoder_input_tokens"][0] == plain["task_id"]
+        assert ex["encoder_input_tokens"][0] == plain["task_id"][0]
         n = len(plain["inputs"])
         assert list(ex["encoder_input_tokens"][1 : n + 1]) == list(plain["inputs"])
-        ids.add(int(plain["task_id"]))
+        ids.add(int(plain["task_id"][0]))
     assert ids == {0, 1}
     with pytest.raises(ValueError, match="packing cannot be combined"):
         batches.task_id_feature_converter(pack=True)
     with pytest.raises(ValueError, match="has no 'task_id' feature"):
         dataset("toy_rte", converter)
+
+
+def test_seqio_s_evaluator_reads_a_multitask_mixture_with_the_task_id_converter():
+    """What T5X's inference evaluation does first: cache and measure every output feature
+    of each task (a rank-0 task id failed there: IndexError), then convert with our converter."""
+    from promot_jax import batches
+
+    evaluator = seqio.Evaluator(
+        "toy_multitask_rte_en_fr",
+        feature_converter=batches.task_id_feature_converter(),
+        eval_split="validation",
+        num_examples=4,
+        use_memory_cache=False,
+    )
+    assert sorted(t.name for t in evaluator.eval_tasks) == [
+        "toy_multitask_rte_en_fr_toy_rte",
+        "toy_multitask_rte_en_fr_toy_wmt14_en_fr",
+    ]
+    for task, ds in evaluator.cached_model_datasets.items():
+        _, first = next(ds.as_numpy_iterator())  # (index, features)
+        assert first["encoder_input_tokens"][0] == int(task.endswith("en_fr")), task
 
 
 def test_unknown_task_name_lists_closest():
