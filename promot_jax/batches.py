@@ -78,7 +78,9 @@ def _task_id_converter_class():
 
         def __call__(self, ds, task_feature_lengths):
             # seqio's evaluator measures every output feature, the task id's too.
-            lengths = {k: v for k, v in task_feature_lengths.items() if k != "task_id"}
+            from promot_tasks.mixtures import TASK_ID
+
+            lengths = {k: v for k, v in task_feature_lengths.items() if k != TASK_ID}
             return super().__call__(ds, lengths)
 
     return TaskIdFeatureConverter

@@ -98,11 +98,10 @@ def _rule(text: str) -> str:
             file=sys.stderr,
         )
         return new
-    if text not in prompt_rule.RULES:
-        raise argparse.ArgumentTypeError(
-            f"unknown prompt rule {text!r}; valid: {', '.join(prompt_rule.RULES)}"
-        )
-    return text
+    try:
+        return prompt_rule.check_rule(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -149,7 +148,6 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         config_overrides=overrides,
         prompt_tasks=_names(args.prompt_tasks),
     )
-    model.check_tasks([e.info for e in the_suite.entries], the_suite.target.info, args.prompt_rule)
     label = args.label or Path(args.checkpoint).resolve().name
     results = runner.run_suite(
         model, the_suite, args.out, settings=settings, rule=args.prompt_rule, label=label

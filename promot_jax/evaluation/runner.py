@@ -138,16 +138,21 @@ class Decoder:
         return np.concatenate(out)[: len(inputs)]
 
 
+def scoring_config(config: network.T5Config) -> network.T5Config:
+    """The config compiled scorers are keyed by: scoring never uses dropout, so configs
+    that differ only in `dropout_rate` (the base, a stage trained with dropout) share one."""
+    return dataclasses.replace(config, dropout_rate=0.0)
+
+
 class Decoders:
-    """One `Decoder` per (model config, settings), so each search compiles once however
-    many models share an architecture. Decoding never uses dropout: configs that differ
-    only in `dropout_rate` (the base, a stage trained with dropout) share one."""
+    """One `Decoder` per (`scoring_config`, settings), so each search compiles once however
+    many models share an architecture."""
 
     def __init__(self):
         self._by_key: dict[str, Decoder] = {}
 
     def get(self, config: network.T5Config, settings: DecodeSettings) -> Decoder:
-        config = dataclasses.replace(config, dropout_rate=0.0)
+        config = scoring_config(config)
         key = repr((config, settings))
         if key not in self._by_key:
             self._by_key[key] = Decoder(config, settings)
@@ -316,8 +321,7 @@ def run_suite(
     Fails before decoding when the rule needs a prompt the model lacks.
     """
     prompt_rule.check_rule(rule)
-    infos = [e.info for e in suite.entries]
-    prompt_rule.require_prompt(infos, suite.target.info, rule, model.has_prompt, model.source)
+    model.check_tasks([e.info for e in suite.entries], suite.target.info, rule)
     out_dir = Path(out_dir)
     _check_resume(out_dir, eval_config(model, suite, settings, rule, label))
 

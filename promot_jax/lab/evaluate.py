@@ -33,12 +33,6 @@ def load_base(path: str | Path) -> LoadedModel:
     return LoadedModel(config, checkpoints.load_params(path, config), str(path), None)
 
 
-def _scoring_config(config):
-    """The config teacher-forced scorers are keyed by: scoring never uses dropout, so one
-    compile serves the base (dropout 0) and the stages trained with dropout."""
-    return dataclasses.replace(config, dropout_rate=0.0)
-
-
 class LabEvaluator:
     """Decodes with shared decoders and cached examples; greedy or beam as configured."""
 
@@ -101,7 +95,7 @@ class LabEvaluator:
         return run, {r["task"]: rows for r, rows in scored}
 
     def _teacher_forced_scorer(self, config) -> TeacherForcedScorer:
-        config = _scoring_config(config)
+        config = runner.scoring_config(config)
         key = repr(config)
         if key not in self._scorers:
             self._scorers[key] = TeacherForcedScorer(config, DMT_LENGTHS)
