@@ -39,6 +39,10 @@ TEST_REQUIRES = [
     "transformers>=5,<6",
 ]
 
+# `promot-jax plan`: XLA's TPU compiler (libtpu from PyPI) for the pinned jax, so stages
+# compile for TPU slices on a machine without one. Not in CI's install.
+TPU_REQUIRES = ["jax[tpu]==0.10.2"]
+
 setup(
     name="promot_jax",
     version="0.1.0",
@@ -59,6 +63,6 @@ setup(
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES},
     entry_points={"console_scripts": ["promot-jax=promot_jax.cli:main"]},
 )

@@ -25,6 +25,7 @@ COMMANDS = {
     "run": "run",
     "eval": "eval",
     "lab": "lab",
+    "plan": "plan",
 }
 
 

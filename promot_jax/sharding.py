@@ -8,6 +8,7 @@ batch (`global_batch`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -104,6 +105,23 @@ def _dict_keys(path) -> tuple:
             break
         keys.insert(0, entry.key)
     return tuple(keys)
+
+
+def per_device_bytes(tree) -> int:
+    """Bytes one device holds of a tree of sharded arrays (or `ShapeDtypeStruct`s with a
+    sharding): each leaf's shard, whole where it is replicated."""
+    return sum(
+        math.prod(leaf.sharding.shard_shape(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree_util.tree_leaves(tree)
+    )
+
+
+def with_shardings(shapes, shardings):
+    """`ShapeDtypeStruct`s of `shapes` carrying `shardings`: abstract arguments to lower a
+    function for a mesh without allocating anything."""
+    return jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -77,6 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max_decode_length", type=int, default=None, help="default: longest target + 4, per task"
     )
     d.add_argument(
+        "--mesh_data",
+        type=int,
+        default=-1,
+        help="data-parallel ways of the decoding mesh (default: the devices --mesh_model leaves)",
+    )
+    d.add_argument(
+        "--mesh_model",
+        type=int,
+        default=1,
+        help="model-parallel ways: kernels split as in training (mT5-XXL needs 8 on TPU v4)",
+    )
+    d.add_argument(
         "--alignment_examples",
         type=int,
         default=0,
@@ -119,7 +131,7 @@ def _ints(text: str, flag: str) -> list[int]:
 def run_checkpoint(args: argparse.Namespace) -> int:
     import json
 
-    from promot_jax import run_dirs
+    from promot_jax import run_dirs, sharding
     from promot_jax.evaluation import model_source, plots, reports, runner, suite
 
     the_suite = suite.build_suite(
@@ -133,6 +145,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         max_decode_length=args.max_decode_length,
     )
+    mesh = sharding.make_mesh(args.mesh_data, args.mesh_model)
+    sharding.check_batch_size(settings.batch_size, mesh)  # before anything is read
     overrides = {}
     if args.size and suite.split_name(args.target)[0] == "toy":
         overrides.update(TOY_MODEL)
@@ -148,9 +162,16 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         config_overrides=overrides,
         prompt_tasks=_names(args.prompt_tasks),
     )
+    model = model.place(mesh)
     label = args.label or Path(args.checkpoint).resolve().name
     results = runner.run_suite(
-        model, the_suite, args.out, settings=settings, rule=args.prompt_rule, label=label
+        model,
+        the_suite,
+        args.out,
+        settings=settings,
+        rule=args.prompt_rule,
+        label=label,
+        mesh=mesh,
     )
     config = runner.eval_config(model, the_suite, settings, args.prompt_rule, label)
     if args.alignment_examples:

@@ -20,9 +20,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from promot_jax import checkpoints, network
+from promot_jax import checkpoints, network, sharding
 from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import formats
 from promot_jax.evaluation import prompt_rule
@@ -48,6 +50,12 @@ class LoadedModel:
     def training(cls, config: network.T5Config, params: dict) -> LoadedModel:
         """Parameters of a stage being trained (the monitor's, the pilot's probe)."""
         return cls(config, params, "training", "training" if config.prompt_length else None)
+
+    def place(self, mesh: Mesh) -> LoadedModel:
+        """The same model with its parameters on `mesh`, in the shardings training gives them
+        (`sharding.param_shardings`), so a `Decoder` on that mesh reads them where they are."""
+        params = jax.device_put(self.params, sharding.param_shardings(self.config, mesh))
+        return dataclasses.replace(self, params=params)
 
     @property
     def has_prompt(self) -> bool:

@@ -24,8 +24,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from promot_jax import decoding, network, run_dirs
+from promot_jax import decoding, network, run_dirs, sharding
 from promot_jax.evaluation import prompt_rule, scoring
 from promot_jax.evaluation.model_source import LoadedModel
 from promot_jax.evaluation.suite import Suite, SuiteEntry
@@ -97,14 +98,27 @@ def vocabulary_of(task: str):
 
 
 class Decoder:
-    """Jitted batched search for one model config; compiled once per (input, output) shape."""
+    """Jitted batched search for one model config; compiled once per (input, output) shape.
 
-    def __init__(self, config: network.T5Config, settings: DecodeSettings):
+    With a `mesh`, the search runs on it as training does: parameters in their
+    `sharding.param_shardings` (model-parallel kernels split along `model`), input and
+    output rows split along `data`. Parameters already placed there (`LoadedModel.place`)
+    are not moved; host arrays are sent to their shardings on each call.
+    """
+
+    def __init__(
+        self, config: network.T5Config, settings: DecodeSettings, mesh: Mesh | None = None
+    ):
+        if mesh is not None:
+            sharding.check_batch_size(settings.batch_size, mesh)
+        self.config = config
         self.model = network.Transformer(config)
         self.settings = settings
+        self.mesh = mesh
         self._fns: dict[int, Callable] = {}
 
-    def _fn(self, max_length: int) -> Callable:
+    def search_fn(self, max_length: int) -> Callable:
+        """The jitted `(params, tokens [batch, L]) -> ids [batch, max_length]` (lowerable)."""
         if max_length not in self._fns:
             s = self.settings
 
@@ -119,7 +133,14 @@ class Decoder:
                     alpha=s.alpha,
                 )
 
-            self._fns[max_length] = jax.jit(search)
+            if self.mesh is None:
+                self._fns[max_length] = jax.jit(search)
+            else:
+                rows = sharding.batch_sharding(self.mesh)
+                params = sharding.param_shardings(self.config, self.mesh)
+                self._fns[max_length] = jax.jit(
+                    search, in_shardings=(params, rows), out_shardings=rows
+                )
         return self._fns[max_length]
 
     def __call__(self, params: Any, inputs: Sequence[np.ndarray], max_length: int) -> np.ndarray:
@@ -130,7 +151,7 @@ class Decoder:
         for i, x in enumerate(inputs):
             tokens[i, : len(x)] = x
         tokens[len(inputs) :] = tokens[0]  # padding rows: copies, never all-padding inputs
-        fn = self._fn(max_length)
+        fn = self.search_fn(max_length)
         out = [
             np.asarray(fn(params, jnp.asarray(tokens[i : i + batch])))
             for i in range(0, len(tokens), batch)
@@ -146,16 +167,17 @@ def scoring_config(config: network.T5Config) -> network.T5Config:
 
 class Decoders:
     """One `Decoder` per (`scoring_config`, settings), so each search compiles once however
-    many models share an architecture."""
+    many models share an architecture; all on `mesh` when one is given."""
 
-    def __init__(self):
+    def __init__(self, mesh: Mesh | None = None):
+        self.mesh = mesh
         self._by_key: dict[str, Decoder] = {}
 
     def get(self, config: network.T5Config, settings: DecodeSettings) -> Decoder:
         config = scoring_config(config)
         key = repr((config, settings))
         if key not in self._by_key:
-            self._by_key[key] = Decoder(config, settings)
+            self._by_key[key] = Decoder(config, settings, self.mesh)
         return self._by_key[key]
 
 
@@ -315,10 +337,12 @@ def run_suite(
     rule: str = "same_format",
     label: str = "",
     log: Callable[[str], None] = print,
+    mesh: Mesh | None = None,
 ) -> list[dict]:
     """Evaluates every suite task not already done in `out_dir`; returns all task results.
 
-    Fails before decoding when the rule needs a prompt the model lacks.
+    Fails before decoding when the rule needs a prompt the model lacks. With `mesh`, every
+    search runs on it (`Decoder`); place the model there first (`LoadedModel.place`).
     """
     prompt_rule.check_rule(rule)
     model.check_tasks([e.info for e in suite.entries], suite.target.info, rule)
@@ -332,7 +356,7 @@ def run_suite(
             done[entry.task] = json.loads(path.read_text())
             log(f"[{n}/{len(suite.entries)}] {entry.task}: done earlier, kept")
     pending = [e for e in suite.entries if e.task not in done]
-    scored = score_entries(model, pending, suite.target, rule, settings, decoders=Decoders())
+    scored = score_entries(model, pending, suite.target, rule, settings, decoders=Decoders(mesh))
     for entry, result, rows in scored:
         write_predictions(out_dir, entry.task, rows)
         run_dirs.write_atomic(task_result_path(out_dir, entry.task), json.dumps(result, indent=2))
