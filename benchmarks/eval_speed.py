@@ -34,7 +34,7 @@ def main() -> None:
     config = network.mt5_config("tiny", vocab_size=2176, dtype="float32", prompt_length=4)
     params = jax.tree_util.tree_map(np.asarray, network.init_params(config, jax.random.key(0)))
     model = LoadedModel(config, params, "random init (tiny, toy vocab)", "random init")
-    no_prompt_config, no_prompt_params = model.without_prompt()
+    no_prompt_config, no_prompt_params = model.bare()
     the_suite = suite.build_suite("toy_rte")
     one_shot = the_suite.in_context(1)
     data = {

@@ -1,9 +1,10 @@
 """Chains of stages: ProMoT (stage 1 -> stage 2), DMT and the sequential baselines.
 
 An experiment is an ordered `{name: StageConfig}`. Each stage runs in
-`<run_dir>/<name>`; `prompt_file` / `init_checkpoint` set to `"previous_stage"`
-take the previous stage's best prompt / final parameters. A finished stage is
-not rerun: rerunning an experiment resumes where it stopped.
+`<run_dir>/<name>`; `prompt_file` / `adapter_file` / `init_checkpoint` set to
+`"previous_stage"` take the previous stage's best prompt / best LoRA adapters / final
+parameters. A finished stage is not rerun: rerunning an experiment resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from promot_jax import run_dirs, train
 from promot_jax.train import PREVIOUS_STAGE, StageConfig, StageResult
 
 # A field set to PREVIOUS_STAGE takes this output of the previous stage.
-FROM_PREVIOUS = (("prompt_file", "best_prompt"), ("init_checkpoint", "final_params"))
+FROM_PREVIOUS = (
+    ("prompt_file", "best_prompt"),
+    ("adapter_file", "best_adapters"),
+    ("init_checkpoint", "final_params"),
+)
 
 
 def planned_paths(stage: StageConfig, previous: StageResult | None) -> dict[str, str | None]:

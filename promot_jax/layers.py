@@ -16,6 +16,8 @@ import numpy as np
 from flax import linen as nn
 from flax.linen import partitioning
 
+from promot_jax import lora as lora_lib
+
 param_with_axes = partitioning.param_with_axes
 Initializer = Callable[..., jax.Array]
 
@@ -55,13 +57,17 @@ class RMSNorm(nn.Module):
 
 
 class Dense(nn.Module):
-    """A bias-free projection whose kernel is stored 2-D `[in, out]` with logical axes."""
+    """A bias-free projection whose kernel is stored 2-D `[in, out]` with logical axes.
+
+    With `lora`, a kernel its targets name gets a LoRA adapter beside it (`promot_jax.lora`).
+    """
 
     features: int
     kernel_axes: tuple[str, str]
     kernel_init: Initializer = default_kernel_init
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    lora: lora_lib.LoraSpec | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -73,7 +79,12 @@ class Dense(nn.Module):
             axes=self.kernel_axes,
         )
         x = jnp.asarray(x, self.dtype)
-        return jnp.einsum("...d,df->...f", x, jnp.asarray(kernel, self.dtype))
+        y = jnp.einsum("...d,df->...f", x, jnp.asarray(kernel, self.dtype))
+        if self.lora is None:
+            return y
+        return lora_lib.add_update(
+            self, x, y, self.kernel_axes, self.lora, self.dtype, self.param_dtype
+        )
 
 
 class Embed(nn.Module):
@@ -192,6 +203,7 @@ class MultiHeadAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     kernel_init: Initializer = default_kernel_init
+    lora: lora_lib.LoraSpec | None = None
 
     @nn.compact
     def __call__(
@@ -212,7 +224,13 @@ class MultiHeadAttention(nn.Module):
 
         def project(name, x, init):
             y = Dense(
-                joined, ("embed", "joined_kv"), init, self.dtype, self.param_dtype, name=name
+                joined,
+                ("embed", "joined_kv"),
+                init,
+                self.dtype,
+                self.param_dtype,
+                lora=self.lora,
+                name=name,
             )(x)
             return y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
 
@@ -269,6 +287,7 @@ class MultiHeadAttention(nn.Module):
             self.kernel_init,
             self.dtype,
             self.param_dtype,
+            lora=self.lora,
             name="out",
         )(out)
 
@@ -282,6 +301,7 @@ class MlpBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     kernel_init: Initializer = default_kernel_init
+    lora: lora_lib.LoraSpec | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
@@ -294,6 +314,7 @@ class MlpBlock(nn.Module):
                 self.kernel_init,
                 self.dtype,
                 self.param_dtype,
+                lora=self.lora,
                 name=f"wi{suffix}",
             )(x)
             h = _activation(name)(h)
@@ -303,5 +324,11 @@ class MlpBlock(nn.Module):
             hidden, deterministic=deterministic
         )
         return Dense(
-            x.shape[-1], ("mlp", "embed"), self.kernel_init, self.dtype, self.param_dtype, name="wo"
+            x.shape[-1],
+            ("mlp", "embed"),
+            self.kernel_init,
+            self.dtype,
+            self.param_dtype,
+            lora=self.lora,
+            name="wo",
         )(hidden)

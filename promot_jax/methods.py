@@ -1,18 +1,25 @@
 """Which parameters train: one small table, used by our runner and by the T5X gin files.
 
-A method says whether the network carries a soft prompt and which of prompt and
-trunk receive gradients. Everything else is derived from `is_trainable(method, path)`:
-the local runner's trainable/frozen split (`split`, so frozen parameters get no gradient
-and no optimizer state) and T5X's MultiOptimizer traversal (`promot_jax.t5x.freezing`).
+A method says whether the network carries a soft prompt and LoRA adapters, and which
+of prompt, adapters and trunk receive gradients. Everything else is derived from
+`is_trainable(method, path)`: the local runner's trainable/frozen split (`split`, so
+frozen parameters get no gradient and no optimizer state), the optimizer's groups
+(`group_labels`) and T5X's MultiOptimizer traversal (`promot_jax.t5x.freezing`).
 
-| method                        | prompt | prompt trains | trunk trains |
-|-------------------------------|--------|---------------|--------------|
-| promot_stage1 / prompt_tuning | yes    | yes           | no           |
-| promot_stage2                 | yes    | no (frozen, from stage 1) | yes |
-| finetune                      | no     | -             | yes          |
-| joint                         | yes    | yes           | yes          |
-| finetune_fixed_random_prompt  | yes    | no (random)   | yes          |
-| multitask_promot_stage1 / _stage2: as stage 1 / 2, one prompt per task id  |
+| method                         | soft prompt       | LoRA adapters     | trunk  |
+|--------------------------------|-------------------|-------------------|--------|
+| promot_stage1 / prompt_tuning  | trains            | -                 | frozen |
+| promot_stage2                  | stage 1's, frozen | -                 | trains |
+| promot_stage2_prompt_trainable | stage 1's, trains | -                 | trains |
+| lora_stage1                    | -                 | trains            | frozen |
+| promot_lora_stage2             | -                 | stage 1's, frozen | trains |
+| finetune                       | -                 | -                 | trains |
+| joint                          | trains            | -                 | trains |
+| finetune_fixed_random_prompt   | random, frozen    | -                 | trains |
+| multitask_promot_stage1 / _stage2: as stage 1 / 2, one prompt per task id |
+
+"Stage 1's": attached from the stage-1 export (`prompt_source` / `lora_source`
+"previous_stage"); "-": the network has none.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 import jax
 
+from promot_jax import lora
 from promot_jax.prompt import PROMPT_REGEX
 
 _PROMPT_RE = re.compile(PROMPT_REGEX)
@@ -39,6 +47,9 @@ class Method:
     prompt_source: str  # "init": the config's initialiser; "previous_stage": a stage-1 export
     description: str
     per_task_prompts: bool = False  # multi-task ProMoT: T5Config.num_prompts > 1
+    has_lora: bool = False  # LoRA adapters (T5Config.lora_rank > 0)
+    trains_lora: bool = False
+    lora_source: str = "init"  # as prompt_source, for the adapters
 
 
 METHODS: dict[str, Method] = {
@@ -71,6 +82,34 @@ METHODS: dict[str, Method] = {
             "multi-task ProMoT stage 2: mixed batches, each task's prompt attached and frozen",
             per_task_prompts=True,
         ),
+        Method(
+            "promot_stage2_prompt_trainable",
+            True,
+            True,
+            True,
+            "previous_stage",
+            "ProMoT stage 2 with stage 1's prompt attached and still training",
+        ),
+        Method(
+            "lora_stage1",
+            False,
+            False,
+            False,
+            "init",
+            "stage 1 with LoRA adapters instead of a prompt: adapters only, trunk frozen",
+            has_lora=True,
+            trains_lora=True,
+        ),
+        Method(
+            "promot_lora_stage2",
+            False,
+            False,
+            True,
+            "init",
+            "stage 2 after lora_stage1: trunk, with stage 1's adapters attached and frozen",
+            has_lora=True,
+            lora_source="previous_stage",
+        ),
         Method("prompt_tuning", True, True, False, "init", "prompt tuning baseline"),
         Method("finetune", False, False, True, "init", "standard fine-tuning, no prompt"),
         Method("joint", True, True, True, "init", "prompt and model tuned in one stage"),
@@ -102,6 +141,8 @@ def is_prompt(path: str) -> bool:
 
 def is_trainable(method: Method | str, path: str) -> bool:
     method = get_method(method) if isinstance(method, str) else method
+    if lora.is_lora(path):
+        return method.trains_lora
     return method.trains_prompt if is_prompt(path) else method.trains_trunk
 
 
@@ -109,11 +150,16 @@ def _path_str(key_path) -> str:
     return "/".join(str(getattr(k, "key", k)) for k in key_path)
 
 
+def group(path: str) -> str:
+    """The optimizer group of a parameter: "lora", "prompt" or "trunk"."""
+    if lora.is_lora(path):
+        return "lora"
+    return "prompt" if is_prompt(path) else "trunk"
+
+
 def group_labels(params: Mapping) -> Any:
-    """A tree like `params` labelling each leaf "prompt" or "trunk" (optimizer groups)."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, _: "prompt" if is_prompt(_path_str(p)) else "trunk", params
-    )
+    """A tree like `params` labelling each leaf with its `group` (optimizer groups)."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: group(_path_str(p)), params)
 
 
 def split(method: Method | str, params: Mapping) -> tuple[dict, dict]:

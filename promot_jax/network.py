@@ -1,10 +1,11 @@
-"""mT5 / T5.1.1 encoder-decoder with an optional soft prompt, in Flax Linen.
+"""mT5 / T5.1.1 encoder-decoder with an optional soft prompt and LoRA adapters, in Flax Linen.
 
 The parameter tree is T5X's (`t5x/examples/t5/network.py`), so public T5X mT5
 checkpoints restore without renaming; the soft prompt adds `encoder/prompt/prompt`
-when `prompt_length > 0`. The module honours the contract that
-`t5x.models.EncoderDecoderModel` calls (`__call__`, `encode`, `decode` with a kv
-cache), yet imports nothing from t5x.
+when `prompt_length > 0`, LoRA adapters add `lora_a` / `lora_b` beside each kernel
+`lora_targets` names when `lora_rank > 0` (`promot_jax.lora`). The module honours the
+contract that `t5x.models.EncoderDecoderModel` calls (`__call__`, `encode`, `decode` with
+a kv cache), yet imports nothing from t5x.
 
 With a prompt of length P, the encoder runs on P + L positions: the prompt takes
 relative positions 0..P-1 and every mask treats it as real tokens. `decode`
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from promot_jax import layers
+from promot_jax import lora as lora_lib
 from promot_jax.prompt import PROMPT_PATH, PromptInit, SoftPrompt, add_prompt_positions, uniform
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -67,6 +70,11 @@ class T5Config:
     # Multi-task ProMoT: one prompt per task. The first encoder input token of every
     # example is then its task id (0..num_prompts-1), consumed by the encoder.
     num_prompts: int = 1
+    # LoRA adapters (promot_jax.lora): rank 0 is none; alpha None is the rank (scale 1);
+    # targets is a re.fullmatch over kernel paths, default attention query and value.
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_targets: str = lora_lib.DEFAULT_TARGETS
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", _as_dtype(self.dtype, "dtype"))
@@ -94,6 +102,19 @@ class T5Config:
             raise ValueError(
                 f"T5Config.num_prompts={self.num_prompts} needs a prompt: set prompt_length > 0"
             )
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ValueError(
+                f"T5Config.lora_rank must be an integer >= 1 for LoRA adapters (0: none), got "
+                f"{self.lora_rank!r}"
+            )
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"T5Config.lora_alpha must be > 0 (or None), got {self.lora_alpha}")
+        try:
+            re.compile(self.lora_targets)
+        except re.error as e:
+            raise ValueError(
+                f"T5Config.lora_targets {self.lora_targets!r} is not a regex: {e}"
+            ) from None
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
         for act in self.mlp_activations:
@@ -163,6 +184,7 @@ def _attention(cfg: T5Config, name: str) -> layers.MultiHeadAttention:
         float32_logits=cfg.float32_attention_logits,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
+        lora=lora_lib.spec(cfg),
         name=name,
     )
 
@@ -174,6 +196,7 @@ def _mlp(cfg: T5Config) -> layers.MlpBlock:
         dropout_rate=cfg.dropout_rate,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
+        lora=lora_lib.spec(cfg),
         name="mlp",
     )
 
@@ -301,6 +324,7 @@ class Decoder(nn.Module):
             ("embed", "vocab"),
             dtype=jnp.float32,
             param_dtype=cfg.param_dtype,
+            lora=lora_lib.spec(cfg),
             name="logits_dense",
         )(y)
 

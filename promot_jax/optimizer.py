@@ -5,6 +5,13 @@ frozen parameter has no optimizer state at all. Prompt parameters get
 prompt-tuning's settings (no parameter scaling, weight decay 1e-5); the trunk
 gets T5X's fine-tuning defaults (parameter scaling on). The numbers come from the
 paper's recipe (`promot_jax.recipe`, gin/recipe/paper.gin).
+
+LoRA adapters (a group of their own, `methods.group`) are not in the paper's recipe. They
+get no parameter scaling (B starts at zero, where Adafactor's relative steps would be
+1e-3 of the rate) and no weight decay, at `LORA_LEARNING_RATE`: the trunk's 1e-3
+(TUNE_MODEL_LR). Unscaled, Adafactor's clipped update is then about 1e-3 per element per
+step, as Adam's is at the rates LoRA's authors used (2e-4 to 2e-3, Hu et al. 2021);
+0.2, the prompt's rate, would be two orders of magnitude above them.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import optax
 from promot_jax import methods, recipe
 
 SCHEDULES = ("constant", "warmup_constant", "rsqrt")
+LORA_LEARNING_RATE: float = recipe.TUNE_MODEL.learning_rate  # see the module docstring
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +33,7 @@ class OptimizerConfig:
 
     learning_rate: float | None = None
     prompt_learning_rate: float | None = None  # None: learning_rate (set it for `joint`)
+    lora_learning_rate: float = LORA_LEARNING_RATE
     schedule: str = "constant"
     warmup_steps: int = 0
     decay_rate: float = recipe.ADAFACTOR_DECAY_RATE
@@ -35,7 +44,7 @@ class OptimizerConfig:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        for name in ("learning_rate", "prompt_learning_rate"):
+        for name in ("learning_rate", "prompt_learning_rate", "lora_learning_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -44,7 +53,8 @@ class OptimizerConfig:
 
 
 def default_learning_rate(method: methods.Method) -> float:
-    """The recipe's constant rate for the method: 0.2 if only the prompt trains, else 1e-3."""
+    """The recipe's constant rate for the method: 0.2 if the trunk is frozen, else 1e-3
+    (adapters train at `OptimizerConfig.lora_learning_rate` whatever the method)."""
     return recipe.for_method(method).learning_rate
 
 
@@ -68,28 +78,31 @@ def schedule(config: OptimizerConfig, base: float) -> optax.Schedule:
     return rsqrt
 
 
-def _adafactor(lr: optax.Schedule, config: OptimizerConfig, *, prompt: bool):
+def _adafactor(lr: optax.Schedule, config: OptimizerConfig, *, group: str):
     return optax.adafactor(
         learning_rate=lr,
         min_dim_size_to_factor=config.min_dim_size_to_factor,
         decay_rate=config.decay_rate,
-        multiply_by_parameter_scale=not prompt,
+        multiply_by_parameter_scale=group == "trunk",
         clipping_threshold=config.clipping_threshold,
-        weight_decay_rate=config.prompt_weight_decay if prompt else None,
+        weight_decay_rate=config.prompt_weight_decay if group == "prompt" else None,
     )
 
 
 def make_optimizer(
     method: methods.Method | str, config: OptimizerConfig
 ) -> optax.GradientTransformation:
-    """Adafactor for a method's trainable subtree (prompt and trunk with their own settings)."""
+    """Adafactor for a method's trainable subtree (prompt, adapters and trunk with their own
+    settings). Only a method with adapters has a "lora" group, so the optimizer state of
+    every other method is what it was before adapters existed (its checkpoints resume)."""
     method = methods.get_method(method) if isinstance(method, str) else method
     lr = schedule(config, config.learning_rate or default_learning_rate(method))
     prompt_lr = schedule(config, config.prompt_learning_rate) if config.prompt_learning_rate else lr
-    return optax.multi_transform(
-        {
-            "prompt": _adafactor(prompt_lr, config, prompt=True),
-            "trunk": _adafactor(lr, config, prompt=False),
-        },
-        methods.group_labels,
-    )
+    groups = {
+        "prompt": _adafactor(prompt_lr, config, group="prompt"),
+        "trunk": _adafactor(lr, config, group="trunk"),
+    }
+    if method.has_lora:
+        lora_lr = schedule(config, config.lora_learning_rate)
+        groups["lora"] = _adafactor(lora_lr, config, group="lora")
+    return optax.multi_transform(groups, methods.group_labels)

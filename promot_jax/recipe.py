@@ -69,7 +69,7 @@ def _stage(macros: dict[str, Any], kind: str) -> StageRecipe:
 
 
 MACROS = read_macros()
-TUNE_PROMPT = _stage(MACROS, "TUNE_PROMPT")  # only the prompt trains
+TUNE_PROMPT = _stage(MACROS, "TUNE_PROMPT")  # only the prompt (or LoRA adapters) trains
 TUNE_MODEL = _stage(MACROS, "TUNE_MODEL")  # the trunk trains (stage 2 and the FT baselines)
 PROMPT_WEIGHT_DECAY: float = MACROS["TUNE_PROMPT_WEIGHT_DECAY"]
 ADAFACTOR_DECAY_RATE: float = MACROS["ADAFACTOR_DECAY_RATE"]
@@ -78,6 +78,7 @@ PROMPT_LENGTH: int = MACROS["PAPER_PROMPT_LENGTH"]
 
 
 def for_method(method: methods.Method | str) -> StageRecipe:
-    """The recipe of a method's kind: TUNE_PROMPT when only the prompt trains, else TUNE_MODEL."""
+    """The recipe of a method's kind: TUNE_PROMPT when the trunk is frozen (a stage 1: only a
+    prompt or adapters train), else TUNE_MODEL."""
     method = methods.get_method(method) if isinstance(method, str) else method
-    return TUNE_PROMPT if method.trains_prompt and not method.trains_trunk else TUNE_MODEL
+    return TUNE_MODEL if method.trains_trunk else TUNE_PROMPT

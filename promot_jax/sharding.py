@@ -1,7 +1,7 @@
 """Device mesh and parameter placement with jax.sharding (pjit's successor).
 
 A 2-D mesh `("data", "model")`; logical axis names on every parameter map to mesh
-axes through T5X's standard 1-D rules, with the soft prompt replicated. Batches
+axes through T5X's standard 1-D rules, with the soft prompt and LoRA's rank axis replicated. Batches
 split along `data`. Multi-host: every process feeds its own slice of the global
 batch (`global_batch`).
 """
@@ -16,11 +16,17 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from promot_jax import lora as lora_lib
 from promot_jax import network
 from promot_jax import prompt as prompt_lib
 
-# T5X's `standard_logical_axis_rules(1, 1)`, plus every prompt axis (replicated, as
-# prompt-tuning's runs/prompt_finetune.gin does; names from promot_jax.prompt).
+# Every logical axis a prompt or an adapter adds (names from promot_jax.prompt and
+# promot_jax.lora): replicated here and under T5X (promot_jax.t5x.axis_rules), unfactored by
+# T5X's Adafactor (promot_jax.t5x.freezing).
+REPLICATED_AXES: tuple[str, ...] = (*prompt_lib.AXIS_NAMES, *lora_lib.AXIS_NAMES)
+
+# T5X's `standard_logical_axis_rules(1, 1)`, plus every axis of REPLICATED_AXES (replicated,
+# as prompt-tuning's runs/prompt_finetune.gin does for the prompt).
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("batch", "data"),
     ("vocab", "model"),
@@ -33,7 +39,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("length", None),
     ("layers", None),
     ("stack", None),
-    *((axis, None) for axis in prompt_lib.AXIS_NAMES),
+    *((axis, None) for axis in REPLICATED_AXES),
 )
 
 

@@ -19,6 +19,7 @@ Run directory layout:
   metrics.jsonl, tb/    training and evaluation scalars
   final_params/, best_params/   full parameter trees (our orbax params format)
   prompt.npy, best_prompt.npy   the soft prompt, `[P, d]` (per task `[T, P, d]`) float32
+  adapters.npz, best_adapters.npz   LoRA adapters `{path: array}` float32 (`promot_jax.lora`)
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from promot_jax import batches, checkpoints, losses, methods, network, run_dirs, sharding
+from promot_jax import lora as lora_lib
 from promot_jax import prompt as prompt_lib
 from promot_jax.optimizer import OptimizerConfig, make_optimizer
 from promot_jax.run_log import RunLog
 
 EvalFn = Callable[[dict, int], dict[str, float]]
 
-# Placeholder for `prompt_file` / `init_checkpoint` inside an experiment: the
-# previous stage's best prompt / final parameters (resolved by `experiment`).
+# Placeholder for `prompt_file` / `adapter_file` / `init_checkpoint` inside an experiment:
+# the previous stage's best prompt / best adapters / final parameters (see `experiment`).
 PREVIOUS_STAGE = "previous_stage"
 DEFAULT_RNG_IMPL = "threefry2x32"
 RNG_IMPLS = (DEFAULT_RNG_IMPL, "rbg", "unsafe_rbg")
@@ -73,6 +75,7 @@ class StageConfig:
     loss_normalizing_factor: float | str | None = "num_real_target_tokens"
     init_checkpoint: str | None = None  # trunk (and prompt, if stored); None: random init
     prompt_file: str | None = None  # `[P, d]` (`[T, P, d]`) .npy; promot_stage2 requires it
+    adapter_file: str | None = None  # LoRA adapters .npz; promot_lora_stage2 requires it
     save_every: int = 1000
     keep: int = 2
     eval_every: int = 0  # 0: evaluate only at the end
@@ -118,18 +121,10 @@ class StageConfig:
                 f"pack=True packs several examples into a row, which method {self.method!r} "
                 "cannot do: its soft prompt would be attached once per row; set pack=False"
             )
-        if self.prompt_file and not method.has_prompt:
-            raise ValueError(
-                f"method {self.method!r} has no soft prompt; prompt_file must not be set"
-            )
-        if method.prompt_source == "previous_stage" and not self.prompt_file:
-            raise ValueError(
-                f"method {self.method!r} needs stage 1's prompt: set prompt_file to the "
-                "stage-1 export (prompt.npy or best_prompt.npy), or run both stages with "
-                "`promot-jax run`"
-            )
-        if self.prompt_file not in (None, PREVIOUS_STAGE) and not Path(self.prompt_file).is_file():
-            raise FileNotFoundError(f"prompt_file {self.prompt_file} does not exist")
+        self._check_stage1_file(
+            "prompt_file", "soft prompt", method.has_prompt, method.prompt_source, "prompt.npy"
+        )
+        self._check_adapters(method)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1 ({self.steps}, {self.batch_size})")
         if self.best_mode not in ("min", "max"):
@@ -137,6 +132,37 @@ class StageConfig:
         for key in ("inputs", "targets"):
             if key not in self.feature_lengths:
                 raise ValueError(f"feature_lengths needs {key!r}, got {dict(self.feature_lengths)}")
+
+    def _check_adapters(self, method: methods.Method) -> None:
+        if method.has_lora and not self.model.lora_rank:
+            raise ValueError(
+                f"method {self.method!r} attaches LoRA adapters, but the model has lora_rank="
+                f"{self.model.lora_rank}; set T5Config.lora_rank to a rank >= 1"
+            )
+        if not method.has_lora and self.model.lora_rank:
+            raise ValueError(
+                f"method {self.method!r} has no LoRA adapters, but the model has lora_rank="
+                f"{self.model.lora_rank}; set it to 0"
+            )
+        self._check_stage1_file(
+            "adapter_file", "LoRA adapters", method.has_lora, method.lora_source, "adapters.npz"
+        )
+        if method.has_lora:
+            lora_lib.check_targets(self.model)
+
+    def _check_stage1_file(self, field: str, what: str, has: bool, source: str, export: str):
+        """`field` (prompt_file / adapter_file) is set only when the method has `what`, is
+        set when the method takes it from stage 1, and names a file that exists."""
+        value = getattr(self, field)
+        if value and not has:
+            raise ValueError(f"method {self.method!r} has no {what}; {field} must not be set")
+        if source == "previous_stage" and not value:
+            raise ValueError(
+                f"method {self.method!r} needs stage 1's {what}: set {field} to the stage-1 "
+                f"export ({export} or best_{export}), or run both stages with `promot-jax run`"
+            )
+        if value not in (None, PREVIOUS_STAGE) and not Path(value).is_file():
+            raise FileNotFoundError(f"{field} {value} does not exist")
 
     def fingerprint(self, paths: Mapping[str, str | None] | None = None) -> dict:
         """Every setting of the stage, as JSON (what `stage.json` records).
@@ -157,12 +183,21 @@ class StageConfig:
         record["prompt_init"] = describe_callable(prompt_init)
         record["feature_lengths"] = dict(self.feature_lengths)
         root = Path(self.run_dir).absolute().parent if self.run_dir else None
-        for field in ("prompt_file", "init_checkpoint"):
+        for field in PATH_FIELDS:
             value = (paths or {}).get(field, getattr(self, field))
             record[field] = _portable(value, root)
+        if not self.model.lora_rank:
+            # A stage without adapters records what promot-jax recorded before adapters
+            # existed, so its run directories still resume.
+            for key in lora_lib.CONFIG_FIELDS:
+                del record["model"][key]
+            del record["optimizer"]["lora_learning_rate"], record["adapter_file"]
         record["run_dir"] = Path(self.run_dir).name
         return json.loads(json.dumps(record))
 
+
+# The fields that name files; inside an experiment a file of the run is recorded relative to it.
+PATH_FIELDS = ("prompt_file", "adapter_file", "init_checkpoint")
 
 # Settings that may differ when a run directory is reused: they change how the run is
 # logged, evaluated and saved, not the parameters it trains (`steps` only upwards).
@@ -206,6 +241,8 @@ class StageResult:
     prompt: Path | None
     best_prompt: Path | None
     metrics: dict[str, float]
+    adapters: Path | None = None
+    best_adapters: Path | None = None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -346,27 +383,36 @@ def _checked_prompt(cfg: StageConfig) -> np.ndarray:
     return prompt_lib.load_prompt_file(cfg.prompt_file, cfg.model)
 
 
+def _checked_adapters(cfg: StageConfig) -> dict[str, np.ndarray]:
+    """`adapter_file`'s adapters, checked against the model's."""
+    return lora_lib.load_adapter_file(cfg.adapter_file, cfg.model)
+
+
 def initial_params(cfg: StageConfig) -> dict:
-    """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`."""
+    """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`,
+    the adapters from `adapter_file`."""
     model_cfg = cfg.model
+    dtype = np.dtype(model_cfg.param_dtype)
     prompt = _checked_prompt(cfg) if cfg.prompt_file else None
+    adapters = _checked_adapters(cfg) if cfg.adapter_file else None
     if cfg.init_checkpoint is None:
         params = network.init_params(model_cfg, jax.random.key(cfg.seed))
         params = jax.tree_util.tree_map(np.asarray, params)
-        if prompt is not None:
-            params = prompt_lib.set_prompt(params, prompt.astype(model_cfg.param_dtype))
-        return params
-    # The trunk (and the prompt, if the checkpoint has one; else the config's
-    # initialiser) from the checkpoint; then `prompt_file`, when given, wins.
-    params = checkpoints.load_params(
-        cfg.init_checkpoint,
-        model_cfg,
-        dtype=model_cfg.param_dtype,
-        missing_ok=(prompt_lib.PROMPT_KEY,) if model_cfg.prompt_length else (),
-        rng=cfg.seed,
-    )
+    else:
+        # The trunk (and the prompt and adapters, if the checkpoint has them; else the
+        # config's initialisers) from the checkpoint; then the files, when given, win.
+        missing_ok = (prompt_lib.PROMPT_KEY,) if model_cfg.prompt_length else ()
+        params = checkpoints.load_params(
+            cfg.init_checkpoint,
+            model_cfg,
+            dtype=model_cfg.param_dtype,
+            missing_ok=missing_ok + ((lora_lib.LORA_REGEX,) if model_cfg.lora_rank else ()),
+            rng=cfg.seed,
+        )
     if prompt is not None:
-        params = prompt_lib.set_prompt(params, prompt.astype(model_cfg.param_dtype))
+        params = prompt_lib.set_prompt(params, prompt.astype(dtype))
+    if adapters is not None:
+        params = lora_lib.set_adapters(params, {p: a.astype(dtype) for p, a in adapters.items()})
     return params
 
 
@@ -446,36 +492,47 @@ def _restore_newest_good(manager: ocp.CheckpointManager, run_dir: Path, target: 
     return None
 
 
-EXPORT_NAMES = {"final": ("final_params", "prompt.npy"), "best": ("best_params", "best_prompt.npy")}
+EXPORT_NAMES = {
+    "final": ("final_params", "prompt.npy", "adapters.npz"),
+    "best": ("best_params", "best_prompt.npy", "best_adapters.npz"),
+}
 
 
-def _export(run_dir: Path, params: dict, which: str, with_prompt: bool):
-    """Writes the full params (and the prompt) of the final or best step, atomically."""
-    params_name, prompt_name = EXPORT_NAMES[which]
+def _export(run_dir: Path, params: dict, which: str, method: methods.Method) -> tuple:
+    """Writes the full params (and the prompt, the adapters) of the final or best step,
+    atomically; returns their paths (None for what the method does not have)."""
+    params_name, prompt_name, adapters_name = EXPORT_NAMES[which]
     params = jax.device_get(params)
     params_path = checkpoints.save_params(params, run_dir / params_name, force=True)
-    prompt_path = None
-    if with_prompt:
+    prompt_path = adapters_path = None
+    if method.has_prompt:
         prompt_path = prompt_lib.save_prompt_file(
             prompt_lib.get_prompt(params), run_dir / prompt_name
         )
-    return params_path, prompt_path
+    if method.has_lora:
+        adapters_path = lora_lib.save_adapter_file(
+            lora_lib.get_adapters(params), run_dir / adapters_name
+        )
+    return params_path, prompt_path, adapters_path
 
 
 def planned_result(cfg: StageConfig) -> StageResult:
     """Where the stage's outputs are (or will be) in its run directory."""
     run_dir = Path(cfg.run_dir)
-    has_prompt = methods.get_method(cfg.method).has_prompt
-    final_params, best_params = (EXPORT_NAMES[w][0] for w in ("final", "best"))
-    prompt, best_prompt = (run_dir / EXPORT_NAMES[w][1] for w in ("final", "best"))
+    method = methods.get_method(cfg.method)
+    (final, prompt, adapters), (best, best_prompt, best_adapters) = (
+        [run_dir / name for name in EXPORT_NAMES[w]] for w in ("final", "best")
+    )
     return StageResult(
         run_dir,
         cfg.steps,
-        run_dir / final_params,
-        run_dir / best_params,
-        prompt if has_prompt else None,
-        best_prompt if has_prompt else None,
+        final,
+        best,
+        prompt if method.has_prompt else None,
+        best_prompt if method.has_prompt else None,
         {},
+        adapters if method.has_lora else None,
+        best_adapters if method.has_lora else None,
     )
 
 
@@ -492,6 +549,8 @@ def validate(cfg: StageConfig, paths: Mapping[str, str | None] | None = None) ->
     sharding.check_batch_size(cfg.batch_size, sharding.make_mesh(cfg.mesh_data, cfg.mesh_model))
     if cfg.prompt_file not in (None, PREVIOUS_STAGE):
         _checked_prompt(cfg)
+    if cfg.adapter_file not in (None, PREVIOUS_STAGE):
+        _checked_adapters(cfg)
 
 
 def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
@@ -501,10 +560,11 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     `steps`) is not rebuilt: its outputs are returned as they are.
     """
     method = methods.get_method(cfg.method)
-    if PREVIOUS_STAGE in (cfg.prompt_file, cfg.init_checkpoint):
+    if PREVIOUS_STAGE in (cfg.prompt_file, cfg.adapter_file, cfg.init_checkpoint):
         raise ValueError(
-            f"{cfg.method}: prompt_file/init_checkpoint say {PREVIOUS_STAGE!r}, which only an "
-            "experiment can resolve; run it with `promot-jax run` or give real paths"
+            f"{cfg.method}: prompt_file/adapter_file/init_checkpoint say {PREVIOUS_STAGE!r}, "
+            "which only an experiment can resolve; run it with `promot-jax run` or give real "
+            "paths"
         )
     if not cfg.run_dir:
         raise ValueError("StageConfig.run_dir is empty; give the stage a run directory")
@@ -587,7 +647,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
             )
             if better:
                 best = {"step": step, "value": value}
-                _export(run_dir, methods.merge(trainable, frozen), "best", method.has_prompt)
+                _export(run_dir, methods.merge(trainable, frozen), "best", method)
         manager.save(
             step,
             args=ocp.args.Composite(
@@ -649,15 +709,11 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         manager.wait_until_finished()
         manager.close()
 
-    final_params, prompt_path = _export(
-        run_dir, methods.merge(trainable, frozen), "final", method.has_prompt
-    )
-    best_params = run_dir / EXPORT_NAMES["best"][0]
-    best_prompt = run_dir / EXPORT_NAMES["best"][1] if method.has_prompt else None
-    if not best_params.exists():
-        best_params, best_prompt = _export(
-            run_dir, methods.merge(trainable, frozen), "best", method.has_prompt
-        )
+    final = _export(run_dir, methods.merge(trainable, frozen), "final", method)
+    planned = planned_result(cfg)
+    best = (planned.best_params, planned.best_prompt, planned.best_adapters)
+    if not planned.best_params.exists():
+        best = _export(run_dir, methods.merge(trainable, frozen), "best", method)
     return StageResult(
-        run_dir, cfg.steps, final_params, best_params, prompt_path, best_prompt, last
+        run_dir, cfg.steps, final[0], best[0], final[1], best[1], last, final[2], best[2]
     )

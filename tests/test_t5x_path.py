@@ -208,7 +208,7 @@ def test_traversals_freeze_exactly_what_the_method_table_says():
 
     variables = network.init_variables(CONFIG, jax.random.key(0))
     flat = traverse_util.flatten_dict(variables["params"], sep="/")
-    for method in ("promot_stage1", "promot_stage2", "finetune"):
+    for method in ("promot_stage1", "promot_stage2", "promot_stage2_prompt_trainable", "finetune"):
         traversal = freezing.trainable_traversal(method)
         marked = traversal.update(lambda _: None, variables["params"])
         chosen = {k for k, v in traverse_util.flatten_dict(marked, sep="/").items() if v is None}

@@ -16,14 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from promot_jax import checkpoints, cli, methods, network, optimizer, train
+from promot_jax import checkpoints, cli, lora, methods, network, optimizer, train
 
 VOCAB = 128
 
 
-def tiny_model(prompt_length=0):
+def tiny_model(prompt_length=0, lora_rank=0):
     return network.mt5_config(
-        "tiny", vocab_size=VOCAB, dtype="float32", dropout_rate=0.1, prompt_length=prompt_length
+        "tiny",
+        vocab_size=VOCAB,
+        dtype="float32",
+        dropout_rate=0.1,
+        prompt_length=prompt_length,
+        lora_rank=lora_rank,
     )
 
 
@@ -58,10 +63,16 @@ def optimizer_state_param_paths(opt_state) -> set[str]:
 @pytest.mark.parametrize("method_name", list(methods.METHODS))
 def test_frozen_parameters_are_bitwise_unchanged(method_name):
     method = methods.get_method(method_name)
-    cfg = tiny_model(prompt_length=3 if method.has_prompt else 0)
+    cfg = tiny_model(prompt_length=3 if method.has_prompt else 0, lora_rank=2 * method.has_lora)
     if method.per_task_prompts:
         cfg = dataclasses.replace(cfg, num_prompts=2)
     params = network.init_params(cfg, jax.random.key(0))
+    if method.has_lora:  # adapters as stage 1 leaves them (B no longer 0): each gets a gradient
+        rng = np.random.default_rng(0)
+        adapters = lora.get_adapters(params)
+        params = lora.set_adapters(
+            params, {p: rng.normal(0, 0.3, np.shape(v)) for p, v in adapters.items()}
+        )
     before = flat(params)
     trainable, frozen = methods.split(method, params)
     tx = optimizer.make_optimizer(method, optimizer.OptimizerConfig())
@@ -82,7 +93,8 @@ def test_frozen_parameters_are_bitwise_unchanged(method_name):
     # Frozen: bitwise equal. Trainable: every kernel and the prompt moved (norm scales may
     # not move in 3 steps under Adafactor's update clipping, so check the big ones).
     assert changed <= expected
-    assert {p for p in expected if p.endswith(("kernel", "prompt", "embedding"))} <= changed
+    big = ("kernel", "prompt", "embedding", "lora_a", "lora_b")
+    assert {p for p in expected if p.endswith(big)} <= changed
     if method.has_prompt:
         assert ("encoder/prompt/prompt" in changed) == method.trains_prompt
     if method.per_task_prompts and method.trains_prompt:

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from promot_jax import network
+from promot_jax import lora, network
 from promot_jax import prompt as prompt_lib
 
 # Filler for parameters a checkpoint may lack: `(path, ShapeDtypeStruct) -> array`.
@@ -90,9 +90,9 @@ def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
     """A filler that takes missing parameters from the config's initialisers.
 
     The prompt (the usual missing piece when a pretrained trunk gets a new prompt)
-    comes straight from `config.prompt_init`, without initialising the trunk: for
-    mT5-XXL a full random init would need ~52 GB of host memory. Anything else is
-    taken from `network.init_params(config, rng)`.
+    comes straight from `config.prompt_init`, and LoRA adapters from `lora.init_adapter`,
+    without initialising the trunk: for mT5-XXL a full random init would need ~52 GB of
+    host memory. Anything else is taken from `network.init_params(config, rng)`.
     """
     key = jax.random.key(rng) if isinstance(rng, int) else rng
     cache: dict[str, Any] = {}
@@ -103,6 +103,8 @@ def init_filler(config: network.T5Config, rng: jax.Array | int = 0) -> Filler:
             if config.num_prompts > 1:
                 init = prompt_lib.per_task(init, config.num_prompts)
             return np.asarray(init(key, tuple(want.shape), want.dtype))
+        if lora.is_lora(path):
+            return np.asarray(lora.init_adapter(key, path, tuple(want.shape), want.dtype))
         if not cache:
             cache.update(flatten(jax.device_get(network.init_params(config, key))))
         return cache[path]

@@ -31,4 +31,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: {result.steps} steps in {result.run_dir} ({shown})")
         if result.best_prompt:
             print(f"  best prompt: {result.best_prompt}")
+        if result.best_adapters:
+            print(f"  best adapters: {result.best_adapters}")
     return 0

@@ -1,5 +1,10 @@
 """What to evaluate: parameters and (optionally) a soft prompt from any checkpoint we read.
 
+LoRA adapters come with the parameters of a stage that has them (its `stage.json` gives the
+rank and targets); the prompt rule attaches or removes them with the prompt. Attached, they
+are merged into their kernels (`lora.merge`), so every task decodes with the plain trunk's
+compiled search.
+
 Accepted: a stage run directory (`stage.json` gives the model; `best_params/` or
 `final_params/` the weights, with the prompt if the stage had one), one of our
 params directories (its parent's `stage.json` gives the model), a T5X checkpoint
@@ -25,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from promot_jax import checkpoints, network, sharding
+from promot_jax import lora as lora_lib
 from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import formats
 from promot_jax.evaluation import prompt_rule
@@ -38,13 +44,19 @@ PARAMS_DIRS = ("best_params", "final_params")
 @dataclasses.dataclass
 class LoadedModel:
     """A model to evaluate: `config` has `prompt_length` 0 (no prompt) or P (prompt attached;
-    `num_prompts` T > 1 for a per-task prompt, whose row i is `prompt_tasks[i]`'s)."""
+    `num_prompts` T > 1 for a per-task prompt, whose row i is `prompt_tasks[i]`'s), and
+    `lora_rank` 0 (no adapters) or r (stage 1's LoRA adapters in `params`)."""
 
     config: network.T5Config
     params: dict
     source: str
     prompt_source: str | None  # where the prompt came from; None: no prompt
     prompt_tasks: tuple[str, ...] = ()  # per-task prompt: the task of each row, id order
+    adapter_source: str | None = None  # where the adapters came from (default: `source`)
+
+    def __post_init__(self):
+        if self.has_adapters and self.adapter_source is None:
+            self.adapter_source = self.source
 
     @classmethod
     def training(cls, config: network.T5Config, params: dict) -> LoadedModel:
@@ -61,15 +73,28 @@ class LoadedModel:
     def has_prompt(self) -> bool:
         return self.config.prompt_length > 0
 
-    def without_prompt(self) -> tuple[network.T5Config, dict]:
-        """The same model with the soft prompt removed (config and params)."""
-        return prompt_lib.config_without_prompt(self.config), prompt_lib.drop_prompt(self.params)
+    @property
+    def has_adapters(self) -> bool:
+        return self.config.lora_rank > 0
 
-    def with_prompt_row(self, row: int) -> tuple[network.T5Config, dict]:
-        """A single-prompt model holding row `row` of the per-task prompt (config and params)."""
-        table = np.asarray(prompt_lib.get_prompt(self.params))
-        config = dataclasses.replace(self.config, num_prompts=1)
-        return config, prompt_lib.set_prompt(self.params, table[row])
+    def bare(self) -> tuple[network.T5Config, dict]:
+        """The trunk alone, soft prompt and LoRA adapters removed (config and params)."""
+        config = prompt_lib.config_without_prompt(self.config)
+        params = prompt_lib.drop_prompt(self.params)
+        if self.has_adapters:
+            config = lora_lib.config_without_adapters(config)
+            params = lora_lib.drop_adapters(params)
+        return config, params
+
+    def attached(self, row: int | None = None) -> tuple[network.T5Config, dict]:
+        """The model with stage 1's parts on (config and params): the prompt (of a per-task
+        prompt, row `row` alone) and the adapters, merged into their kernels."""
+        config, params = self.config, self.params
+        if row is not None:
+            table = np.asarray(prompt_lib.get_prompt(params))
+            config = dataclasses.replace(config, num_prompts=1)
+            params = prompt_lib.set_prompt(params, table[row])
+        return lora_lib.merge(params, config)
 
     def prompt_row(self, task: TaskInfo, target: TaskInfo, rule: str) -> int | None:
         """The row of the per-task prompt `task` is evaluated with (None: no prompt)."""
@@ -85,25 +110,27 @@ class LoadedModel:
     def for_task(
         self, task: TaskInfo, target: TaskInfo, rule: str
     ) -> tuple[bool, network.T5Config, dict]:
-        """(prompt attached?, config, params) to evaluate `task` with, for a model tuned on
-        `target`: the prompt stays on where `rule` says so and the model has one; of a
-        per-task prompt, the row of `task`'s own task (or format)."""
-        if not self.has_prompt:
-            return False, *self.without_prompt()
+        """(stage 1's parts attached?, config, params) to evaluate `task` with, for a model
+        tuned on `target`: the prompt and the adapters stay on where `rule` says so and the
+        model has them; of a per-task prompt, the row of `task`'s own task (or format)."""
+        if not (self.has_prompt or self.has_adapters):
+            return False, *self.bare()
         if self.config.num_prompts > 1:
             row = self.prompt_row(task, target, rule)
             if row is None:
-                return False, *self.without_prompt()
-            return True, *self.with_prompt_row(row)
+                return False, *self.bare()
+            return True, *self.attached(row)
         if prompt_rule.uses_prompt(task, target, rule):
-            return True, self.config, self.params
-        return False, *self.without_prompt()
+            return True, *self.attached()
+        return False, *self.bare()
 
     def check_tasks(self, tasks: Iterable[TaskInfo], target: TaskInfo, rule: str) -> None:
         """Fails, before any decoding, when `rule` attaches a prompt for one of `tasks` that
         this model cannot give: it has none, or its per-task prompt has no row for it."""
         tasks = list(tasks)
-        prompt_rule.require_prompt(tasks, target, rule, self.has_prompt, self.source)
+        prompt_rule.require_prompt(
+            tasks, target, rule, self.has_prompt or self.has_adapters, self.source
+        )
         if self.has_prompt and self.config.num_prompts > 1:
             for task in tasks:
                 self.prompt_row(task, target, rule)
@@ -205,7 +232,8 @@ def load_model(
     config_overrides: dict[str, Any] | None = None,
     prompt_tasks: Sequence[str] | None = None,
 ) -> LoadedModel:
-    """Reads the checkpoint and attaches the prompt (from `prompt_file`, else the stored one).
+    """Reads the checkpoint and attaches the prompt (from `prompt_file`, else the stored one);
+    LoRA adapters come with the parameters of a stage whose `stage.json` has them.
 
     `prompt_tasks` names the task of each row of a per-task prompt (default: the stage's
     multi-task mixture, in task-id order).
@@ -233,4 +261,5 @@ def load_model(
         params = prompt_lib.set_prompt(params, given.astype(np.float32))
         config, prompt_source = given_config, str(prompt_file)
     tasks = prompt_tasks_of(path, config, prompt_tasks)
-    return LoadedModel(config, params, str(path), prompt_source, tasks)
+    adapter_source = str(params_path) if config.lora_rank else None
+    return LoadedModel(config, params, str(path), prompt_source, tasks, adapter_source)

@@ -1,5 +1,9 @@
 """ProMoT's evaluation rule: the soft prompt stays on only for tasks in the target's format.
 
+What stage 1 trained follows the rule as one: a soft prompt, LoRA adapters (`lora_stage1`,
+`promot_lora_stage2`), or both, are attached or removed together, and each task's result
+records which were on (`prompt_used`, `adapters_used`).
+
 "Same format" is decided from the catalogue: the same task family (template and
 label set), e.g. an RTE prompt stays on for `entailment2` tasks and comes off for
 CB (`entailment3`: a third label), WiC, QA, translation and summarization. The
@@ -59,13 +63,15 @@ def tasks_needing_prompt(tasks: Iterable[TaskInfo], target: TaskInfo, rule: str)
 def require_prompt(
     tasks: Iterable[TaskInfo], target: TaskInfo, rule: str, has_prompt: bool, source: str
 ) -> None:
-    """Fails (before any decoding) when the rule needs a prompt that the checkpoint lacks."""
+    """Fails (before any decoding) when the rule attaches stage 1's part for some task but
+    the checkpoint has none: `has_prompt` says whether it has a prompt or LoRA adapters."""
     needing = tasks_needing_prompt(tasks, target, rule)
     if needing and not has_prompt:
         raise ValueError(
             f"prompt rule {rule!r} attaches the soft prompt for {', '.join(needing)}, but "
-            f"{source} has no prompt (no encoder/prompt/prompt); pass --prompt_file=<stage-1 "
-            "prompt.npy>, or --prompt_rule=never to evaluate without a prompt"
+            f"{source} has no prompt (no encoder/prompt/prompt) and no LoRA adapters; pass "
+            "--prompt_file=<stage-1 prompt.npy>, or --prompt_rule=never to evaluate without "
+            "a prompt"
         )
 
 

@@ -3,11 +3,11 @@
 Each task's examples come from its SeqIO eval split in file order (the first
 `max_examples`). Inputs are padded to a power of two and batches to a fixed
 size, so a few compiled searches serve the whole suite. The soft
-prompt is attached or removed per task by the prompt rule.
+prompt and LoRA adapters are attached or removed per task by the prompt rule.
 
 Output directory:
   eval_config.json           what was evaluated and how; a rerun must match it
-  tasks/<task>.json          one task's scores, leak rate, prompt use (written
+  tasks/<task>.json          one task's scores, leak rate, prompt and adapter use (written
                              atomically when the task finishes: the resume unit)
   predictions/<task>.jsonl   input, target, raw output, post-processed prediction
 """
@@ -201,6 +201,7 @@ def evaluate_task(
     settings: DecodeSettings,
     *,
     prompt_used: bool,
+    adapters_used: bool = False,
     examples: list[dict] | None = None,
 ) -> tuple[dict, list[dict]]:
     """(result, per-example predictions) of one task: decode, post-process, score, leak rate."""
@@ -224,6 +225,7 @@ def evaluate_task(
         "family": info.family,
         "metric": info.metric,
         "prompt_used": prompt_used,
+        "adapters_used": adapters_used,
         "split": info.eval_split,
         "examples": len(examples),
         "max_decode_length": max_length,
@@ -264,8 +266,8 @@ def score_entries(
     examples: Callable[[SuiteEntry], list[dict]] | None = None,
     memo: dict | None = None,
 ) -> Iterator[tuple[SuiteEntry, dict, list[dict]]]:
-    """(entry, result, per-example rows) of each entry in turn, the prompt attached or
-    removed by `rule`; lazily, so a caller can keep each task as it finishes.
+    """(entry, result, per-example rows) of each entry in turn, the prompt and adapters
+    attached or removed by `rule`; lazily, so a caller can keep each task as it finishes.
 
     `examples(entry)` gives an entry's examples (default: its first
     `settings.max_examples`). With `memo`, a task already decoded for the same
@@ -273,8 +275,8 @@ def score_entries(
     again: only the target's figures (`for_target`) are recomputed.
     """
     for entry in entries:
-        with_prompt, config, params = model.for_task(entry.info, target.info, rule)
-        key = (model.source, model.prompt_source, entry.task, with_prompt, repr(settings))
+        attached, config, params = model.for_task(entry.info, target.info, rule)
+        key = (model.source, model.prompt_source, entry.task, attached, repr(settings))
         if memo is not None and key in memo:
             result, rows = memo[key]
             yield entry, for_target(result, rows, entry, target), rows
@@ -285,7 +287,8 @@ def score_entries(
             decoders.get(config, settings),
             params,
             settings,
-            prompt_used=with_prompt,
+            prompt_used=attached and model.has_prompt,
+            adapters_used=attached and model.has_adapters,
             examples=None if examples is None else examples(entry),
         )
         if memo is not None:
@@ -299,8 +302,9 @@ def score_entries(
 def eval_config(
     model: LoadedModel, suite: Suite, settings: DecodeSettings, rule: str, label: str
 ) -> dict:
-    """What this evaluation is; stored as eval_config.json and compared on resume."""
-    return {
+    """What this evaluation is; stored as eval_config.json and compared on resume (a model
+    without adapters records what it did before adapters existed)."""
+    config = {
         "label": label,
         "checkpoint": model.source,
         "prompt": model.prompt_source,
@@ -310,6 +314,9 @@ def eval_config(
         "tasks": suite.tasks,
         "decode": dataclasses.asdict(settings),
     }
+    if model.has_adapters:
+        config.update(adapters=model.adapter_source, lora_rank=model.config.lora_rank)
+    return config
 
 
 def _check_resume(out_dir: Path, config: dict) -> None:
@@ -363,10 +370,13 @@ def run_suite(
         done[entry.task] = result
         n = suite.entries.index(entry) + 1
         leak = "" if result["leak_rate"] is None else f", leak {result['leak_rate']:.1f}%"
+        parts = "prompt " + ("on" if result["prompt_used"] else "off")
+        if model.has_adapters:
+            parts += ", adapters " + ("on" if result["adapters_used"] else "off")
         log(
             f"[{n}/{len(suite.entries)}] {entry.task}: {result['metric']} "
-            f"{result['score']:.2f}{leak} (prompt {'on' if result['prompt_used'] else 'off'}, "
-            f"{result['examples']} examples, {result['seconds']:.1f}s)"
+            f"{result['score']:.2f}{leak} ({parts}, {result['examples']} examples, "
+            f"{result['seconds']:.1f}s)"
         )
     return [done[e.task] for e in suite.entries]
 

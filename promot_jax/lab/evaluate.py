@@ -109,7 +109,7 @@ class LabEvaluator:
         for e in entries:
             results += [r for r, _ in self._score(model, [e], e, "never", self.dmt_settings)]
         scores = {r["task"]: r["score"] for r in results}
-        config, params = model.without_prompt()
+        config, params = model.bare()
         scorer = self._teacher_forced_scorer(config)
         n = self.dmt_settings.max_examples
         teacher_forced = {

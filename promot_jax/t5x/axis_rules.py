@@ -1,4 +1,5 @@
-"""Logical-axis partition rules for T5X's PjitPartitioner, with the soft prompt replicated.
+"""Logical-axis partition rules for T5X's PjitPartitioner, with the soft prompt (and LoRA's
+rank axis, `promot_jax.sharding.REPLICATED_AXES`) replicated.
 
 The prompt (`[P, d]`, axes `("prompt", "prompt_embed")`; multi-task ProMoT's `[T, P, d]`
 adds `"prompt_tasks"`) is tiny next to the trunk; replicating it keeps every device's
@@ -9,20 +10,20 @@ from __future__ import annotations
 
 from t5x import partitioning
 
-from promot_jax.prompt import AXIS_NAMES
+from promot_jax.sharding import REPLICATED_AXES
 
 
-def prompt_axis_rules() -> list[tuple[str, None]]:
-    """(axis, None) for each logical axis a prompt can carry: replicated."""
-    return [(axis, None) for axis in AXIS_NAMES]
+def replicated_axis_rules() -> list[tuple[str, None]]:
+    """(axis, None) for each logical axis a prompt or an adapter can carry: replicated."""
+    return [(axis, None) for axis in REPLICATED_AXES]
 
 
 def logical_axis_rules(
     activation_partitioning_dims: int = 1, parameter_partitioning_dims: int = 1
 ) -> partitioning.LogicalAxisRules:
-    """T5X's standard rules (1-D or 2-D sharding) followed by the prompt's rules."""
+    """T5X's standard rules (1-D or 2-D sharding) followed by the prompt's and adapters'."""
     return partitioning.standard_logical_axis_rules(
         activation_partitioning_dims=activation_partitioning_dims,
         parameter_partitioning_dims=parameter_partitioning_dims,
-        additional_rules=prompt_axis_rules(),
+        additional_rules=replicated_axis_rules(),
     )

@@ -14,7 +14,7 @@ from flax import traverse_util
 from t5x import adafactor, optimizers
 
 from promot_jax import methods
-from promot_jax.prompt import AXIS_NAMES
+from promot_jax.sharding import REPLICATED_AXES
 
 
 def trainable_traversal(method: str) -> traverse_util.ModelParamTraversal:
@@ -31,7 +31,7 @@ def method_optimizer(method: str, optimizer: optimizers.OptimizerDef) -> optimiz
 
 
 def factor_rules() -> Mapping[str, adafactor.FactorDim]:
-    """T5X's standard Adafactor factor rules plus the prompt's axis names.
+    """T5X's standard Adafactor factor rules plus the prompt's (and LoRA's rank) axis names.
 
     `Adafactor.set_param_axes` looks every axis name up and raises KeyError on an unknown
     one, so the prompt's names must be listed (NONE, as prompt-tuning lists them). The value
@@ -45,5 +45,5 @@ def factor_rules() -> Mapping[str, adafactor.FactorDim]:
     P x d when P >= 128).
     """
     rules = dict(adafactor.standard_logical_factor_rules())
-    rules.update(dict.fromkeys(AXIS_NAMES, adafactor.FactorDim.NONE))
+    rules.update(dict.fromkeys(REPLICATED_AXES, adafactor.FactorDim.NONE))
     return rules
