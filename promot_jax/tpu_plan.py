@@ -428,3 +428,28 @@ class _Literal(config_parser.ParserDelegate):
 
     def macro(self, name: str):
         return name
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The per-chip table of docs/cloud_tpu.md from `Plan.to_dict` rows (docs/tpu_plans/)."""
+    order = {s: i for i, s in enumerate(network.MT5_SIZES)}
+    rows = sorted(rows, key=lambda r: (order[r["size"]], r["method"]))
+    gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
+    lines = [
+        "| size | method | slice | mesh (data x model) | params GiB | optimizer GiB "
+        "| temporaries GiB | training total GiB (% HBM) | decoder total GiB "
+        "| TFLOPs per step | roofline step s | steps | schedule h (lower bound) |",
+        "|" + "---|" * 13,
+    ]
+    for r in rows:
+        t, chip = r["train"], r["chip"]
+        decode = gib(r["decode"]["hbm_bytes"]) if "decode" in r else "-"
+        lines.append(
+            f"| {r['size']} | {r['method']} | {r['slice']} | {r['mesh']['data']} x "
+            f"{r['mesh']['model']} | {gib(t['param_bytes'])} | {gib(t['optimizer_bytes'])} | "
+            f"{gib(t['temp_bytes'])} | {gib(t['hbm_bytes'])} "
+            f"({100 * t['hbm_bytes'] / (chip['hbm_gib'] * GIB):.0f}%) | {decode} | "
+            f"{t['flops'] / 1e12:.1f} | {t['roofline_step_seconds']:.3f} | {t['steps']} | "
+            f"{t['roofline_schedule_hours']:.2f} |"
+        )
+    return "\n".join(lines)

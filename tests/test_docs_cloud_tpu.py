@@ -3,6 +3,7 @@ with its entry point, and the entry point's fallback_init_rng wherever a prompt 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -38,3 +39,30 @@ def test_the_doc_gives_the_command_of(run_file):
         if "PROMPT_FILE" in command and entry != "t5x.train":
             rng = f"--gin.{entry.split('.')[1].replace('eval', 'evaluate')}.fallback_init_rng=0"
             assert rng in command, f"{run_file} reads a prompt file: the command needs {rng}"
+
+
+PLANS = DOC.parent / "tpu_plans"
+TABLE = re.compile(r"<!-- plan-table:[^>]*-->\n(.*?)<!-- /plan-table -->", re.S)
+
+
+def _plans() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(PLANS.glob("*.json"))]
+
+
+def test_the_plan_table_is_the_compiled_plans():
+    from promot_jax import tpu_plan
+
+    match = TABLE.search(DOC.read_text())
+    assert match, "docs/cloud_tpu.md lost its plan-table markers"
+    plans = _plans()
+    expected = tpu_plan.markdown_table(plans) + "\n" if plans else ""
+    assert match.group(1) == expected, "regenerate the table: tpu_plan.markdown_table"
+
+
+def test_every_size_file_s_mesh_fits_the_paper_s_slice_where_compiled():
+    from promot_jax import tpu_plan
+
+    for plan in _plans():
+        case = f"{plan['size']} {plan['method']} on {plan['slice']}"
+        assert plan["fits"], f"{case} does not fit on the mesh of t5x/sizes/{plan['size']}.gin"
+        assert plan["mesh"]["model"] == tpu_plan.t5x_num_partitions(plan["size"]), case
