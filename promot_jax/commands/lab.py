@@ -7,6 +7,8 @@ promot-jax lab --out DIR             # resume an interrupted lab in DIR (--force
 promot-jax lab --seeds 10,11,12      # the seeds of the main rows (default: held-out 10,11,12)
 promot-jax lab --regularization_grid # + stage 2 with its dropout / label smoothing off
 promot-jax lab pilot --out DIR       # the registered pilot that chose the lab's settings
+promot-jax lab pilot --lora --out DIR  # the LoRA pilot that chose --variants' LoRA LR
+promot-jax lab --variants            # + LoRA stage 1, trainable prompt, prompt lengths
 promot-jax lab pretrain --out DIR    # pretrain the base model (DIR/base_model) and score it
 """
 
@@ -37,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--full",
         action="store_true",
         help="also the ablations, toy RTE (secondary target), En-Fr and DMT (~15 more minutes)",
+    )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also, on every seed: ProMoT with LoRA in stage 1, stage 2 with the prompt "
+        "trainable, ProMoT at prompt lengths 10 and 100 (issue 19; ~25 more minutes)",
+    )
+    parser.add_argument(
+        "--lora", action="store_true", help="pilot: the LoRA pilot (LoRA stage 1's LR)"
     )
     parser.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     parser.add_argument(
@@ -122,7 +133,9 @@ ACTION_FLAGS = {
         "regularization_grid": False,
         "seeds": None,
         "full": False,
+        "variants": False,
     },
+    "pilot": {"lora": False},
 }
 
 
@@ -150,12 +163,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "pilot":
         from promot_jax.lab import pilot
 
-        if args.seeds is not None or args.regularization_grid:
+        if args.seeds is not None or args.regularization_grid or args.variants or args.full:
             raise ValueError(
-                "the pilot runs its registered seeds and grid; drop --seeds and "
-                "--regularization_grid (nothing was run)"
+                "the pilot runs its registered seeds and grid; drop --seeds, --full, "
+                "--variants and --regularization_grid (nothing was run)"
             )
-        pilot.run_pilot(args.out, args.base, force=args.force, quick=args.quick)
+        run_pilot = pilot.run_lora_pilot if args.lora else pilot.run_pilot
+        run_pilot(args.out, args.base, force=args.force, quick=args.quick)
         return 0
     if args.quick and args.full:
         raise ValueError("--quick and --full are two sizes of the lab; give one (nothing ran)")
@@ -168,5 +182,7 @@ def run(args: argparse.Namespace) -> int:
         settings = LabSettings(**seeds)
     if args.regularization_grid:
         settings = dataclasses.replace(settings, regularization_grid=True)
+    if args.variants:
+        settings = dataclasses.replace(settings, run_variants=True)
     pipeline.run_lab(args.out, settings, args.base, force=args.force)
     return 0

@@ -104,6 +104,12 @@ class LabSettings:
     dmt_eval_examples: int = 32
     fixed_random_prompt: bool = False  # FT with a fixed random prompt (Table 6; +1 minute)
     dmt_sequential: bool = True  # general-only and sequential DMT baselines
+    # `--variants` (every seed; issue 19, docs/lab_design.md "Variants"): ProMoT with LoRA in
+    # stage 1, stage 2 with the prompt trainable, and ProMoT at other prompt lengths.
+    run_variants: bool = False
+    variant_prompt_lengths: tuple[int, ...] = (10, 100)  # beside the main rows' prompt_length
+    lora_rank: int = 4  # the paper's Table 15: rank 2 or 4
+    lora_lr: float = 1e-3  # LoRA pilot (docs/lab_pilot.md)
     regularization_grid: bool = False  # the first seed's FT and ProMoT stage 2 again with
     # stage 2's dropout and/or label smoothing off (a sensitivity check, not the design)
     smoke: bool = False  # the CI variant (`quick()`): its numbers judge nothing
@@ -113,6 +119,11 @@ class LabSettings:
             raise ValueError("LabSettings.seeds is empty; give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"LabSettings.seeds repeats a seed: {self.seeds}")
+        if self.prompt_length in self.variant_prompt_lengths:
+            raise ValueError(
+                f"variant_prompt_lengths {self.variant_prompt_lengths} repeats the main rows' "
+                f"prompt_length {self.prompt_length}; give only other lengths"
+            )
         pilot = sorted(set(self.seeds) & set(PILOT_SEEDS))
         if pilot and not self.smoke:
             raise ValueError(

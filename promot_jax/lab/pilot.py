@@ -17,10 +17,16 @@ the primary target's validation examples and stage 1 alone, never the suite:
 
 It writes `pilot.json` and `pilot.md` in its directory; docs/lab_pilot.md records the run
 the lab's settings came from.
+
+The LoRA pilot (`promot-jax lab pilot --lora`, registered in docs/lab_design.md "Variants"
+before it ran) chooses the LR of LoRA stage 1 for the `--variants` rows the same way: LRs in
+`LORA_LRS` at the prompt's stage-1 steps and `LabSettings.lora_rank`, read from the target
+alone, chosen by `choose_stage1`'s rule with the LR as the cost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -39,13 +45,15 @@ STAGE2_OPTIONS = ((6e-3, 150), (3e-3, 300), (1e-3, 600))  # (model LR, steps)
 STAGE2_BUDGET = 300
 OVER_BUDGET_MARGIN = 5.0
 TIE = 2.0
-PILOT_KIND = "lab_pilot"
+LORA_LRS = (1e-3, 3e-3, 1e-2)  # 1e-3: the recipe's LORA_LEARNING_RATE
+PILOT_KIND, LORA_PILOT_KIND = "lab_pilot", "lab_lora_pilot"
 PILOT_JSON, PILOT_MD = "pilot.json", "pilot.md"
 
 
-def choose_stage1(results: Mapping[tuple[int, int], Sequence[dict]]) -> tuple[int, int]:
+def choose_stage1(results: Mapping[tuple, Sequence[dict]]) -> tuple:
     """(prompt length, steps) by the registered rule; `results[(P, steps)]` holds one
-    {"accuracy", "label_share"} per pilot seed."""
+    {"accuracy", "label_share"} per pilot seed. The LoRA pilot passes (LR, steps): its
+    cost is LR x steps as the prompt's is P x steps."""
     mean = {k: float(np.mean([r["accuracy"] for r in v])) for k, v in results.items()}
     passing = [
         k
@@ -106,6 +114,18 @@ def _target_probe(config, examples: int) -> Callable:
     return probe
 
 
+def _claim(out: str | Path | None, kind: str, entries: list[str], force: bool) -> Path:
+    """The pilot's directory, checked and marked as `kind`'s before anything runs."""
+    if out is None:
+        raise ValueError("`promot-jax lab pilot` needs --out DIR")
+    out = Path(out).absolute()
+    run_dirs.check_writable(out, "--out")
+    if force:
+        run_dirs.clear(out, kind)
+    run_dirs.claim(out, kind, entries, evidence=entries[0])
+    return out
+
+
 def _at_steps(run_dir: Path, steps: Sequence[int]) -> dict[int, dict]:
     from promot_jax.evaluation import plots
 
@@ -131,18 +151,11 @@ def run_pilot(
     from promot_jax import experiment
     from promot_jax.lab import pipeline, plan
 
-    if out is None:
-        raise ValueError("`promot-jax lab pilot` needs --out DIR")
-    out = Path(out).absolute()
     base = Path(base or BASE_DIR).absolute()
     stage1_steps = (2, 4) if quick else STAGE1_STEPS
     options = tuple((lr, max(2, s // 75)) for lr, s in STAGE2_OPTIONS) if quick else STAGE2_OPTIONS
     examples = 8 if quick else 200
-    entries = [PILOT_JSON, PILOT_MD, "stage1", "stage2"]
-    run_dirs.check_writable(out, "--out")
-    if force:
-        run_dirs.clear(out, PILOT_KIND)
-    run_dirs.claim(out, PILOT_KIND, entries, evidence=PILOT_JSON)
+    out = _claim(out, PILOT_KIND, [PILOT_JSON, PILOT_MD, "stage1", "stage2"], force)
     pipeline.enable_compile_cache()
     start = time.perf_counter()
     s1: dict[tuple[int, int], list[dict]] = {}
@@ -217,4 +230,74 @@ def pilot_markdown(record: Mapping) -> str:
         f"{c['stage1_steps']} steps; model LR {c['model_lr']}, stage 2 {c['stage2_steps']} steps.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def run_lora_pilot(
+    out: str | Path | None,
+    base: str | Path | None = None,
+    *,
+    force: bool = False,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The registered LoRA pilot in `out` (resumable): LoRA stage 1 at each of `LORA_LRS` on
+    the pilot seeds, read on the target; writes pilot.json / pilot.md."""
+    from promot_jax import experiment
+    from promot_jax.lab import pipeline, plan
+
+    base = Path(base or BASE_DIR).absolute()
+    settings = LabSettings(seeds=(0,))
+    steps = 4 if quick else settings.stage1_steps
+    examples = 8 if quick else 200
+    out = _claim(out, LORA_PILOT_KIND, [PILOT_JSON, PILOT_MD, "lora_stage1"], force)
+    pipeline.enable_compile_cache()
+    start = time.perf_counter()
+    results: dict[tuple[float, int], list[dict]] = {}
+    for seed in PILOT_SEEDS:
+        for lr in LORA_LRS:
+            lr_settings = dataclasses.replace(settings, lora_lr=lr)
+            stage = plan._stage(
+                "lora_stage1", PRIMARY_TARGET, steps, settings.prompt_lr,
+                plan.LENGTHS[PRIMARY_TARGET], lr_settings, base, seed, eval_every=steps,
+            )  # fmt: skip
+            run_dir = out / "lora_stage1" / f"lr{lr}" / f"s{seed}"
+            experiment.run_experiment(
+                {"stage1": stage}, str(run_dir), eval_fn=_target_probe(stage.model, examples)
+            )
+            results.setdefault((lr, steps), []).append(
+                _at_steps(run_dir / "stage1", [steps])[steps]
+            )
+            log(f"LoRA pilot: lr={lr} seed {seed} done ({time.perf_counter() - start:.0f}s)")
+    lr, _ = choose_stage1(results)
+    record = {
+        "seeds": list(PILOT_SEEDS),
+        "quick": quick,
+        "examples": examples,
+        "lora_rank": settings.lora_rank,
+        "steps": steps,
+        "lora_stage1": [{"lora_lr": k[0], "seeds": v} for k, v in results.items()],
+        "choice": {"lora_lr": lr},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    run_dirs.write_atomic(out / PILOT_JSON, json.dumps(record, indent=2))
+    run_dirs.write_atomic(out / PILOT_MD, lora_pilot_markdown(record))
+    log(lora_pilot_markdown(record))
+    return record
+
+
+def lora_pilot_markdown(record: Mapping) -> str:
+    lines = [
+        f"LoRA pilot: seeds {record['seeds']}, rank {record['lora_rank']}, "
+        f"{record['steps']} steps, first {record['examples']} validation examples of "
+        f"{PRIMARY_TARGET} ({record['seconds']:.0f}s).",
+        "",
+        "| LoRA stage 1: LR | accuracy per seed | label share % per seed |",
+        "|---|---|---|",
+    ]
+    for r in record["lora_stage1"]:
+        acc = " / ".join(f"{x['accuracy']:.1f}" for x in r["seeds"])
+        share = " / ".join(f"{x['label_share']:.1f}" for x in r["seeds"])
+        lines.append(f"| {r['lora_lr']} | {acc} | {share} |")
+    lines += ["", f"Chosen by the registered rule: LoRA LR {record['choice']['lora_lr']}.", ""]
     return "\n".join(lines)

@@ -12,6 +12,8 @@ matching strings.
   FT on an in-format task (toy CB), C4 FT on the target with shuffled labels.
 - ablations (first seed): ProMoT + 1-shot, joint prompt+model tuning (and FT with a fixed
   random prompt when asked for).
+- variants (every seed, `--variants`): ProMoT with LoRA adapters in stage 1, stage 2 with the
+  prompt trainable, and ProMoT at other prompt lengths (issue 19; docs/lab_design.md).
 - secondary (first seed): toy RTE, whose format is not new.
 - en_fr (Table 4; first seed): pretrained, standard FT, prompt tuning, ProMoT.
 - dmt (DMT Table 1 and the k sweep; first seed).
@@ -52,10 +54,11 @@ LENGTHS = {
 BASE = "base"  # a Row's source meaning the pretrained model itself
 
 # Tables and labels: the report reads these names, never strings of its own.
-MAIN, CONTROLS, ABLATIONS, SECONDARY, EN_FR_TABLE, DMT, REGULARIZATION = (
+MAIN, CONTROLS, ABLATIONS, VARIANTS, SECONDARY, EN_FR_TABLE, DMT, REGULARIZATION = (
     "main",
     "controls",
     "ablations",
+    "variants",
     "secondary",
     "en_fr",
     "dmt",
@@ -74,6 +77,22 @@ C1, C2, C4 = (
     "C4: FT on the target with shuffled labels",
 )
 PROMOT_1SHOT, JOINT, FIXED_RANDOM = "ProMoT + 1-shot", "joint", "FT + fixed random prompt"
+LORA_STAGE1, PROMOT_LORA, LORA_MECHANISM = (
+    "LoRA stage 1",
+    "ProMoT-LoRA",
+    "ProMoT-LoRA trunk, adapters removed",
+)
+PROMPT_TRAINABLE, PROMPT_TRAINABLE_MECHANISM = (
+    "ProMoT, prompt trainable in stage 2",
+    "ProMoT prompt-trainable trunk, prompt removed",
+)
+
+
+def prompt_length_label(method: str, length: int) -> str:
+    """The label of a prompt-length variant, e.g. "ProMoT, P = 10"."""
+    return f"{method}, P = {length}"
+
+
 # The model after the shared domain stage (mixed sequential's and DMT's stage 1).
 DOMAIN_STAGE = "domains only (DMT stage 1)"
 # Stage 2's (dropout, label smoothing) that LabSettings.regularization_grid adds; the lab's
@@ -152,14 +171,18 @@ def _stage(
         model=base_model_config(
             prompt_length=settings.prompt_length if m.has_prompt else 0,
             dropout_rate=settings.model_dropout if m.trains_trunk else 0.0,
+            lora_rank=settings.lora_rank if m.has_lora else 0,
         ),
         label_smoothing=settings.model_label_smoothing if m.trains_trunk else 0.0,
         steps=steps,
         batch_size=settings.batch_size,
         feature_lengths=lengths,
-        optimizer=OptimizerConfig(learning_rate=lr, prompt_learning_rate=prompt_lr),
+        optimizer=OptimizerConfig(
+            learning_rate=lr, prompt_learning_rate=prompt_lr, lora_learning_rate=settings.lora_lr
+        ),
         init_checkpoint=init or str(base),
         prompt_file=prompt_file,
+        adapter_file=PREVIOUS_STAGE if m.lora_source == PREVIOUS_STAGE else None,
         save_every=max(steps, 1),
         keep=1,
         eval_every=eval_every,
@@ -179,16 +202,26 @@ def _model_tuning(method: str, task: str, settings: LabSettings, base: Path, see
     )
 
 
-def _promot(task: str, settings: LabSettings, base: Path, seed: int, every: int) -> dict:
-    lengths = LENGTHS[task]
+def _promot(
+    task: str,
+    settings: LabSettings,
+    base: Path,
+    seed: int,
+    every: int,
+    methods_: tuple[str, str] = ("promot_stage1", "promot_stage2"),
+) -> dict:
+    """ProMoT's two stages on `task` (or another stage-1 / stage-2 method pair)."""
+    lengths, (first, second) = LENGTHS[task], methods_
     return {
         "stage1": _stage(
-            "promot_stage1", task, settings.stage1_steps, settings.prompt_lr, lengths, settings,
-            base, seed, eval_every=every,
+            first, task, settings.stage1_steps, settings.prompt_lr, lengths, settings, base,
+            seed, eval_every=every,
         ),
         "stage2": _stage(
-            "promot_stage2", task, settings.stage2_steps, settings.model_lr, lengths, settings,
-            base, seed, prompt_file=PREVIOUS_STAGE, eval_every=every,
+            second, task, settings.stage2_steps, settings.model_lr, lengths, settings, base,
+            seed, prompt_file=PREVIOUS_STAGE if first == "promot_stage1" else None,
+            prompt_lr=settings.prompt_lr if methods.get_method(second).trains_prompt else None,
+            eval_every=every,
         ),
     }  # fmt: skip
 
@@ -236,6 +269,11 @@ def build_plan(settings: LabSettings, base: Path, root: Path) -> Plan:
         e, r = _ablations(settings, base, first)
         exps += e
         rows += r
+    if settings.run_variants:
+        for seed in settings.seeds:
+            e, r = _variants(settings, base, seed)
+            exps += e
+            rows += r
     if settings.secondary:
         e, r = _target_rows(SECONDARY, SECONDARY_TARGET, settings, base, first, 0)
         exps += e
@@ -324,6 +362,41 @@ def _ablations(settings: LabSettings, base: Path, seed: int):
         stage = _model_tuning("finetune_fixed_random_prompt", PRIMARY_TARGET, settings, base, seed)
         exps.append(Experiment(rand, {"ft": stage}))
         rows.append(Row(ABLATIONS, FIXED_RANDOM, seed, f"{rand}/ft", PRIMARY_TARGET))
+    return exps, rows
+
+
+def _variants(settings: LabSettings, base: Path, seed: int):
+    """Issue 19's rows for one seed (docs/lab_design.md, "Variants"): LoRA adapters in
+    stage 1 instead of the prompt; stage 2 with the prompt still training (at its own LR)
+    from a stage 1 equal to the seed's main one (rerun: it has no dropout, so the same seed
+    gives the same prompt); ProMoT at other prompt lengths."""
+    task = PRIMARY_TARGET
+    lora, trainable = f"variants/lora/s{seed}", f"variants/prompt_trainable/s{seed}"
+    pair = (
+        ("lora_stage1", "promot_lora_stage2"),
+        ("promot_stage1", "promot_stage2_prompt_trainable"),
+    )
+    exps = [
+        Experiment(lora, _promot(task, settings, base, seed, 0, pair[0])),
+        Experiment(trainable, _promot(task, settings, base, seed, 0, pair[1])),
+    ]
+    rows = [
+        Row(VARIANTS, LORA_STAGE1, seed, f"{lora}/stage1", task, suite=False),
+        Row(VARIANTS, PROMOT_LORA, seed, f"{lora}/stage2", task),
+        Row(VARIANTS, LORA_MECHANISM, seed, f"{lora}/stage2", task, rule="never", suite=False),
+        Row(VARIANTS, PROMPT_TRAINABLE, seed, f"{trainable}/stage2", task),
+        Row(VARIANTS, PROMPT_TRAINABLE_MECHANISM, seed, f"{trainable}/stage2", task,
+            rule="never", suite=False),
+    ]  # fmt: skip
+    for length in settings.variant_prompt_lengths:
+        name = f"variants/promot_p{length}/s{seed}"
+        v = dataclasses.replace(settings, prompt_length=length, variant_prompt_lengths=())
+        exps.append(Experiment(name, _promot(task, v, base, seed, 0)))
+        rows += [
+            Row(VARIANTS, prompt_length_label(PT, length), seed, f"{name}/stage1", task,
+                suite=False),
+            Row(VARIANTS, prompt_length_label(PROMOT, length), seed, f"{name}/stage2", task),
+        ]  # fmt: skip
     return exps, rows
 
 
