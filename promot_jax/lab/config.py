@@ -109,7 +109,7 @@ class LabSettings:
     run_variants: bool = False
     variant_prompt_lengths: tuple[int, ...] = (10, 100)  # beside the main rows' prompt_length
     lora_rank: int = 4  # the paper's Table 15: rank 2 or 4
-    lora_lr: float = 1e-3  # LoRA pilot (docs/lab_pilot.md)
+    lora_lr: float = 1e-3  # LoRA pilot (docs/lab_pilot.md): every LR tied at 100%
     regularization_grid: bool = False  # the first seed's FT and ProMoT stage 2 again with
     # stage 2's dropout and/or label smoothing off (a sensitivity check, not the design)
     smoke: bool = False  # the CI variant (`quick()`): its numbers judge nothing

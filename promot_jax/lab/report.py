@@ -28,17 +28,22 @@ from promot_jax.lab.plan import (
     DMT,
     EN_FR_TABLE,
     FT,
+    LORA_STAGE1,
     MAIN,
     MECHANISM,
     PRETRAINED,
     PROMOT,
     PROMOT_1SHOT,
+    PROMOT_LORA,
+    PROMPT_TRAINABLE,
     PT,
     REGULARIZATION,
     REGULARIZATION_GRID,
     SECONDARY,
+    VARIANTS,
     Plan,
     Row,
+    prompt_length_label,
     regularization_label,
 )
 from promot_tasks import catalogue
@@ -212,6 +217,81 @@ def paired_table(p: Paired) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_norm(
+    scored: Scored, a: tuple[str, str], b: tuple[str, str], samples: int
+) -> list[tuple[int, stats.Interval]]:
+    """Per seed both (table, label) rows have: Norm. Avg. of a minus b, paired."""
+    rows_b = {r.seed: r for r, _ in scored.runs(*b)}
+    return [
+        (r.seed, stats.interval(
+            scored.figure(r, "norm_avg"), scored.figure(rows_b[r.seed], "norm_avg"), samples, r.seed
+        ))
+        for r, _ in scored.runs(*a)
+        if r.seed in rows_b
+    ]  # fmt: skip
+
+
+def variant_comparisons(
+    scored: Scored, settings: LabSettings
+) -> list[tuple[str, list[tuple[int, stats.Interval]]]]:
+    """The variants' paired Norm. Avg. differences per seed (docs/lab_design.md)."""
+    main = settings.prompt_length
+    short, long = min(settings.variant_prompt_lengths), max(settings.variant_prompt_lengths)
+    promot, p = (MAIN, PROMOT), lambda n: (VARIANTS, prompt_length_label(PROMOT, n))
+    pairs = [
+        (f"ProMoT - {PROMOT_LORA}", promot, (VARIANTS, PROMOT_LORA)),
+        ("ProMoT - prompt trainable in stage 2", promot, (VARIANTS, PROMPT_TRAINABLE)),
+        (f"ProMoT P = {long} - P = {short}", p(long), p(short)),
+        *[(f"ProMoT P = {n} - P = {main}", p(n), promot) for n in settings.variant_prompt_lengths],
+    ]
+    return [(name, paired_norm(scored, a, b, settings.bootstrap_samples)) for name, a, b in pairs]
+
+
+def variant_verdicts(comparisons: Sequence[tuple[str, list]]) -> list[verdicts.Verdict]:
+    """The three registered claims: the first three comparisons, in order."""
+    claims = (
+        ("LoRA in stage 1 protects worse than the prompt: ProMoT's Norm. Avg. above "
+         "ProMoT-LoRA's", paper.TABLE15),
+        ("freezing the prompt in stage 2 matters: ProMoT's Norm. Avg. above the variant whose "
+         "prompt keeps training", "not measured; joint tuning from scratch collapses like FT"),
+        ("a longer prompt protects more: ProMoT's Norm. Avg. at the longest prompt above the "
+         "shortest", "not measured; the paper uses P = 100"),
+    )  # fmt: skip
+    return [
+        verdicts.judge_above(claim, ref, [i for _, i in diffs])
+        for (claim, ref), (_, diffs) in zip(claims, comparisons, strict=False)
+        if diffs
+    ]
+
+
+def variants_section(scored: Scored, settings: LabSettings, comparisons) -> list[str]:
+    labels = [r.label for r in scored.plan.rows_of(VARIANTS) if r.seed == settings.seeds[0]]
+    lines = [
+        "| comparison (Norm. Avg.) | " + " | ".join(f"seed {s}" for s in settings.seeds) + " |",
+        "|---|" + "---|" * len(settings.seeds),
+    ]
+    for name, diffs in comparisons:
+        by_seed = dict(diffs)
+        cells = [by_seed[s].text() if s in by_seed else "-" for s in settings.seeds]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    groups = {**scored.group(MAIN, (PROMOT,)), **scored.group(VARIANTS)}
+    return [
+        f"## Variants: LoRA in stage 1, a trainable prompt, prompt length (every seed; "
+        f"LoRA rank {settings.lora_rank}, LR {settings.lora_lr})",
+        "",
+        summary_table(scored, MAIN, (PT, PROMOT, MECHANISM)),
+        summary_table(scored, VARIANTS, labels),
+        "Paired differences per seed (estimate [95% interval]):",
+        "",
+        "\n".join(lines) + "\n",
+        "What the outputs become (label / own / empty / other %, means over seeds):",
+        "",
+        output_kinds_table(groups),
+        f"Paper: {paper.TABLE15}.",
+        "",
+    ]
+
+
 def regularization_table(scored: Scored, settings: LabSettings) -> str:
     """The first seed's standard FT and ProMoT with the lab's stage-2 regularisation and with
     each REGULARIZATION_GRID setting."""
@@ -252,7 +332,7 @@ def _alignment(curve: Sequence[Mapping]) -> tuple[float | None, float | None]:
     return (vals[0], vals[-1]) if vals else (None, None)
 
 
-def judge(scored: Scored, p: Paired, curves: Mapping[str, list], samples: int) -> list:
+def judge(scored: Scored, p: Paired, curves: Mapping[str, list], samples: int, variants=()) -> list:
     """Every claim's verdict, in the order of the report."""
     ft_runs = [run for _, run in scored.runs(MAIN, FT)]
     ft_target = [_target(r) for r in ft_runs]
@@ -311,6 +391,14 @@ def judge(scored: Scored, p: Paired, curves: Mapping[str, list], samples: int) -
         if scored.runs(table, PROMOT):
             sp = paired_intervals(scored, table, samples)
             out.append(verdicts.judge_above(claim, ref, sp.norm))
+    if scored.plan.rows_of(VARIANTS):
+        lora_share = [_target_kinds(run)["label"] for _, run in scored.runs(VARIANTS, LORA_STAGE1)]
+        out.append(
+            verdicts.judge_prompt_carries_format(
+                lora_share, "LoRA stage 1 (adapters, trunk frozen)"
+            )
+        )
+        out += variant_verdicts(variants)
     return out
 
 
@@ -364,7 +452,8 @@ def write_report(
             )
         )  # fmt: skip
     p = paired_intervals(scored, MAIN, samples)
-    claims = judge(scored, p, curves, samples)
+    variants = variant_comparisons(scored, settings) if plan.rows_of(VARIANTS) else []
+    claims = judge(scored, p, curves, samples, variants)
     seeds = ", ".join(str(s) for s in settings.seeds)
     train_s = sum(v for k, v in timings.items() if k.startswith("train "))
     eval_s = sum(v for k, v in timings.items() if k.startswith("eval "))
@@ -444,6 +533,7 @@ def write_report(
         summary_table(scored, ABLATIONS, [r.label for r in plan.rows_of(ABLATIONS)]),
         f"Paper: {paper.TABLE6}; ProMoT + 1-shot Norm. Avg. 22.26 vs ProMoT 20.10.",
         "",
+        *(variants_section(scored, settings, variants) if variants else []),
         "## Secondary target: toy RTE (format not new)",
         "",
         "True / False are also CB's and WiC's answers, which the base was pretrained on: the "
@@ -499,6 +589,10 @@ def write_report(
         "paired": {
             k: [dataclasses.asdict(i) for i in getattr(p, k)]
             for k in ("target", "norm", "leak", "ft_vs_pre", "promot_vs_pre")
+        },
+        "variants": {
+            name: {str(seed): dataclasses.asdict(i) for seed, i in diffs}
+            for name, diffs in variants
         },
         "rows": {
             row.key: {

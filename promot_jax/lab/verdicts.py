@@ -86,10 +86,12 @@ def judge_target_learned(ft_target: Sequence[float]) -> Verdict:
     )
 
 
-def judge_prompt_carries_format(pt_label_share: Sequence[float]) -> Verdict:
+def judge_prompt_carries_format(
+    pt_label_share: Sequence[float], what: str = "prompt tuning alone (control C3)"
+) -> Verdict:
     ok = len(pt_label_share) > 0 and min(pt_label_share) >= PROMPT_FORMAT_SHARE
     return Verdict(
-        "prompt tuning alone (control C3) answers the target in its format",
+        f"{what} answers the target in its format",
         "prompt tuning RTE 91.34",
         f"share of target outputs that are labels per seed "
         f"{', '.join(f'{x:.1f}%' for x in pt_label_share)}",
