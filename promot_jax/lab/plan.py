@@ -212,6 +212,7 @@ def _promot(
 ) -> dict:
     """ProMoT's two stages on `task` (or another stage-1 / stage-2 method pair)."""
     lengths, (first, second) = LENGTHS[task], methods_
+    takes = methods.get_method(second)
     return {
         "stage1": _stage(
             first, task, settings.stage1_steps, settings.prompt_lr, lengths, settings, base,
@@ -219,8 +220,8 @@ def _promot(
         ),
         "stage2": _stage(
             second, task, settings.stage2_steps, settings.model_lr, lengths, settings, base,
-            seed, prompt_file=PREVIOUS_STAGE if first == "promot_stage1" else None,
-            prompt_lr=settings.prompt_lr if methods.get_method(second).trains_prompt else None,
+            seed, prompt_file=PREVIOUS_STAGE if takes.prompt_source == PREVIOUS_STAGE else None,
+            prompt_lr=settings.prompt_lr if takes.trains_prompt else None,
             eval_every=every,
         ),
     }  # fmt: skip
