@@ -86,14 +86,16 @@ def test_each_group_of_parameters_is_stored_in_its_own_dtype():
         dataclasses.replace(BF16, prompt_param_dtype="float8")
 
 
-@pytest.mark.parametrize("method", ["promot_stage1", "promot_stage2"])
+@pytest.mark.parametrize("method", ["promot_stage1", "promot_stage2", "lora_stage1"])
 def test_gradients_and_adafactor_state_are_float32_where_the_parameters_are(method):
-    """The prompt's gradient and every Adafactor statistic are float32; the bfloat16 trunk's
-    gradient is bfloat16 (as in T5X), its statistics float32; an update changes no dtype.
+    """The prompt's (and the adapters') gradient and every Adafactor statistic are float32;
+    the bfloat16 trunk's gradient is bfloat16 (as in T5X), its statistics float32; an
+    update changes no dtype.
     Traced, not run: the dtypes are the program's (the stages below run it)."""
-    params = network.abstract_params(BF16)
+    config = BF16_ADAPTED if methods.get_method(method).has_lora else BF16
+    params = network.abstract_params(config)
     trainable, frozen = methods.split(method, params)
-    model = network.Transformer(BF16)
+    model = network.Transformer(config)
     batch = synthetic_batch(0)
 
     def loss(trainable, frozen):
