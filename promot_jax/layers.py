@@ -82,9 +82,7 @@ class Dense(nn.Module):
         y = jnp.einsum("...d,df->...f", x, jnp.asarray(kernel, self.dtype))
         if self.lora is None:
             return y
-        return lora_lib.add_update(
-            self, x, y, self.kernel_axes, self.lora, self.dtype, self.param_dtype
-        )
+        return lora_lib.add_update(self, x, y, self.kernel_axes, self.lora, self.dtype)
 
 
 class Embed(nn.Module):
@@ -219,8 +217,10 @@ class MultiHeadAttention(nn.Module):
         joined = self.num_heads * self.head_dim
         depth_scaling = np.sqrt(self.head_dim).astype(np.float32)
 
-        def query_init(*args):
-            return self.kernel_init(*args) / depth_scaling
+        def query_init(rng, shape, dtype=jnp.float32):
+            # In float32, then rounded once to the kernel's dtype (a float32 scalar would
+            # otherwise promote a bfloat16 kernel to float32).
+            return (self.kernel_init(rng, shape, jnp.float32) / depth_scaling).astype(dtype)
 
         def project(name, x, init):
             y = Dense(

@@ -43,7 +43,8 @@ AXIS_NAMES = ("lora_rank",)  # replicated: r is tiny, and the other axis is the 
 # Attention query and value of every layer: `attention` (encoder), `self_attention` and
 # `encoder_decoder_attention` (decoder).
 DEFAULT_TARGETS = r".*attention/(query|value)/kernel"
-CONFIG_FIELDS = ("lora_rank", "lora_alpha", "lora_targets")  # the T5Config fields for adapters
+# The T5Config fields for adapters.
+CONFIG_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "lora_param_dtype")
 
 a_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")  # as kernels
 b_init = nn.initializers.zeros
@@ -53,12 +54,14 @@ _LORA_RE = re.compile(LORA_REGEX)
 
 @dataclasses.dataclass(frozen=True)
 class LoraSpec:
-    """What a layer needs to know: the rank, `alpha` (scale = alpha / rank) and the regex
-    (re.fullmatch) of the kernel paths that get adapters."""
+    """What a layer needs to know: the rank, `alpha` (scale = alpha / rank), the regex
+    (re.fullmatch) of the kernel paths that get adapters and the adapters' storage dtype
+    (`T5Config.lora_param_dtype`, float32 by default whatever the kernel's)."""
 
     rank: int
     alpha: float
     targets: str
+    param_dtype: Any = jnp.float32
 
     @property
     def scale(self) -> float:
@@ -74,7 +77,7 @@ def spec(config: T5Config) -> LoraSpec | None:
     if not config.lora_rank:
         return None
     alpha = config.lora_rank if config.lora_alpha is None else config.lora_alpha
-    return LoraSpec(config.lora_rank, float(alpha), config.lora_targets)
+    return LoraSpec(config.lora_rank, float(alpha), config.lora_targets, config.lora_param_dtype)
 
 
 def add_update(
@@ -84,7 +87,6 @@ def add_update(
     kernel_axes: tuple[str, str],
     lora: LoraSpec,
     dtype: Any,
-    param_dtype: Any,
 ) -> jax.Array:
     """`y + scale * (x A) B` when `module`'s kernel is a target, else `y` itself.
 
@@ -97,7 +99,7 @@ def add_update(
         PARAM_NAMES[0],
         a_init,
         (x.shape[-1], lora.rank),
-        param_dtype,
+        lora.param_dtype,
         axes=(kernel_axes[0], AXIS_NAMES[0]),
         module=module,
     )
@@ -105,7 +107,7 @@ def add_update(
         PARAM_NAMES[1],
         b_init,
         (lora.rank, y.shape[-1]),
-        param_dtype,
+        lora.param_dtype,
         axes=(AXIS_NAMES[0], kernel_axes[1]),
         module=module,
     )
@@ -165,7 +167,8 @@ def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
 def config_without_adapters(config: T5Config) -> T5Config:
     """The same network with no adapters (the tree of plain mT5, prompt kept), its LoRA
     fields at their defaults: equal to the config of the trunk it adapts."""
-    return dataclasses.replace(config, lora_rank=0, lora_alpha=None, lora_targets=DEFAULT_TARGETS)
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in CONFIG_FIELDS}
+    return dataclasses.replace(config, **defaults)
 
 
 # --------------------------------------------------------------------------- attach, drop, merge

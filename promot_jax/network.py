@@ -33,6 +33,10 @@ from promot_jax.prompt import PROMPT_PATH, PromptInit, SoftPrompt, add_prompt_po
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+# The storage dtype of each group of parameters (trunk, prompt, adapters), see T5Config.
+PARAM_DTYPE_FIELDS = ("param_dtype", "prompt_param_dtype", "lora_param_dtype")
+
+
 def _as_dtype(value: Any, field: str) -> jnp.dtype:
     if isinstance(value, str):
         if value not in DTYPES:
@@ -45,8 +49,13 @@ def _as_dtype(value: Any, field: str) -> jnp.dtype:
 class T5Config:
     """Hyperparameters of the network; field names follow T5X's `network.T5Config`.
 
-    `dtype` is the activation dtype, `param_dtype` the storage dtype of parameters
-    (T5X keeps parameters in float32 and computes in bfloat16 for mT5).
+    `dtype` is the activation dtype. Parameters are stored in one of three dtypes, by group:
+    `param_dtype` for the trunk (every pretrained parameter), `prompt_param_dtype` for the
+    soft prompt and `lora_param_dtype` for LoRA adapters. T5X keeps parameters in float32
+    and computes in bfloat16 for mT5; `param_dtype="bfloat16"` halves the trunk's memory
+    while the small tuned parts stay float32 (they, and their Adafactor statistics, would
+    lose their small updates to bfloat16's 8-bit mantissa). The prompt is cast to `dtype`
+    only where it joins the token embeddings.
     """
 
     vocab_size: int
@@ -59,7 +68,9 @@ class T5Config:
     mlp_activations: Sequence[str] = ("gelu", "linear")
     dropout_rate: float = 0.1
     dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32  # the trunk's
+    prompt_param_dtype: Any = jnp.float32
+    lora_param_dtype: Any = jnp.float32
     logits_via_embedding: bool = False
     float32_attention_logits: bool = False
     relpos_num_buckets: int = 32
@@ -78,7 +89,8 @@ class T5Config:
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", _as_dtype(self.dtype, "dtype"))
-        object.__setattr__(self, "param_dtype", _as_dtype(self.param_dtype, "param_dtype"))
+        for field in PARAM_DTYPE_FIELDS:
+            object.__setattr__(self, field, _as_dtype(getattr(self, field), field))
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
         for name in (
             "vocab_size",
@@ -266,7 +278,7 @@ class Encoder(nn.Module):
                 cfg.prompt_length,
                 cfg.prompt_init or uniform(0.5),
                 cfg.dtype,
-                cfg.param_dtype,
+                cfg.prompt_param_dtype,
                 cfg.num_prompts,
                 name=PROMPT_PATH[1],  # in the encoder: encoder/prompt/prompt
             )(x, task_ids)

@@ -12,12 +12,19 @@ get no parameter scaling (B starts at zero, where Adafactor's relative steps wou
 (TUNE_MODEL_LR). Unscaled, Adafactor's clipped update is then about 1e-3 per element per
 step, as Adam's is at the rates LoRA's authors used (2e-4 to 2e-3, Hu et al. 2021);
 0.2, the prompt's rate, would be two orders of magnitude above them.
+
+Every group's Adafactor runs in float32 (`in_float32`), as T5X's does: with a bfloat16 trunk
+(`T5Config.param_dtype`) its gradients are bfloat16, but the second-moment statistics, the
+update and the parameter-scale and weight-decay terms are float32, and the update is added
+to the stored parameter in float32 and rounded once. optax's own Adafactor would keep the
+statistics in the parameter's dtype.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -78,8 +85,29 @@ def schedule(config: OptimizerConfig, base: float) -> optax.Schedule:
     return rsqrt
 
 
+def _float32(tree):
+    return jax.tree.map(
+        lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def in_float32(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` applied to float32 copies of the gradients and parameters, so its state and
+    its updates are float32 whatever the parameters are stored in (a no-op for float32
+    parameters: the same state, bitwise the same updates). `optax.apply_updates` adds a
+    float32 update to a bfloat16 parameter in float32 and rounds the sum once."""
+
+    def init(params):
+        return inner.init(_float32(params))
+
+    def update(updates, state, params=None):
+        return inner.update(_float32(updates), state, None if params is None else _float32(params))
+
+    return optax.GradientTransformation(init, update)
+
+
 def _adafactor(lr: optax.Schedule, config: OptimizerConfig, *, group: str):
-    return optax.adafactor(
+    adafactor = optax.adafactor(
         learning_rate=lr,
         min_dim_size_to_factor=config.min_dim_size_to_factor,
         decay_rate=config.decay_rate,
@@ -87,6 +115,7 @@ def _adafactor(lr: optax.Schedule, config: OptimizerConfig, *, group: str):
         clipping_threshold=config.clipping_threshold,
         weight_decay_rate=config.prompt_weight_decay if group == "prompt" else None,
     )
+    return in_float32(adafactor)
 
 
 def make_optimizer(

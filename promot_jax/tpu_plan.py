@@ -162,10 +162,13 @@ class Workload:
     decode_length: int = 128
     beam_size: int = 4
     num_prompts: int = 2  # multi-task methods: one prompt per task (RTE + En-Fr)
+    # The trunk's storage dtype (T5Config.param_dtype); the prompt and adapters keep theirs.
+    param_dtype: str = np.dtype(network.T5Config.param_dtype).name
 
     def __post_init__(self):
         methods.get_method(self.method)
-        network.mt5_config(self.size)  # unknown sizes fail naming the valid ones
+        # Unknown sizes and dtypes fail naming the valid ones.
+        network.mt5_config(self.size, param_dtype=self.param_dtype)
         for name in ("batch_size", "inputs_length", "targets_length", "eval_inputs_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -177,7 +180,9 @@ class Workload:
         prompt = dict(prompt_length=recipe.PROMPT_LENGTH) if method.has_prompt else {}
         if method.per_task_prompts:
             prompt["num_prompts"] = self.num_prompts
-        return network.mt5_config(self.size, dropout_rate=stage.dropout, **prompt)
+        return network.mt5_config(
+            self.size, dropout_rate=stage.dropout, param_dtype=self.param_dtype, **prompt
+        )
 
     def eval_config(self) -> network.T5Config:
         """What the suite decodes with: one prompt attached (a per-task prompt gives one row
@@ -246,8 +251,10 @@ class TrainPlan:
     cost: ProgramCost
 
 
-def compile_train_step(work: Workload, mesh) -> TrainPlan:
-    """Our runner's training step for `work`, compiled for `mesh`'s devices."""
+def _train_step_and_state(work: Workload, mesh):
+    """Our runner's jitted stage functions for `work` on `mesh`, and the abstract training
+    state in the shardings training gives it: (functions, params, trainable, frozen,
+    optimizer state)."""
     config = work.model_config()
     fns = train._stage_functions(
         config,
@@ -261,9 +268,24 @@ def compile_train_step(work: Workload, mesh) -> TrainPlan:
     params = sharding.with_shardings(network.abstract_params(config), fns.param_shardings)
     trainable, frozen = methods.split(work.method, params)
     opt_state = jax.eval_shape(fns.init_opt_state, trainable)
+    return fns, params, trainable, frozen, opt_state
+
+
+def state_bytes(work: Workload, mesh) -> tuple[int, int]:
+    """(parameter, optimizer-state) bytes one device of `mesh` holds for `work`, from the
+    shapes, dtypes and shardings alone (nothing compiled): a bfloat16 trunk counts 2 bytes a
+    parameter, the prompt, adapters and Adafactor's statistics 4."""
+    _, params, _, _, opt_state = _train_step_and_state(work, mesh)
+    return sharding.per_device_bytes(params), sharding.per_device_bytes(opt_state)
+
+
+def compile_train_step(work: Workload, mesh) -> TrainPlan:
+    """Our runner's training step for `work`, compiled for `mesh`'s devices."""
+    fns, params, trainable, frozen, opt_state = _train_step_and_state(work, mesh)
     rows = sharding.batch_sharding(mesh)
+    task_id = 1 if work.model_config().num_prompts > 1 else 0  # per-task prompts' first token
     lengths = {
-        "encoder_input_tokens": work.inputs_length + (1 if config.num_prompts > 1 else 0),
+        "encoder_input_tokens": work.inputs_length + task_id,
         "decoder_input_tokens": work.targets_length,
         "decoder_target_tokens": work.targets_length,
         "decoder_loss_weights": work.targets_length,
@@ -430,24 +452,32 @@ class _Literal(config_parser.ParserDelegate):
         return name
 
 
+def trunk_dtype(row: dict) -> str:
+    """The trunk's dtype of a `Plan.to_dict` row; rows written before `Workload.param_dtype`
+    existed compiled the default one."""
+    return row["workload"].get("param_dtype", Workload.param_dtype)
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """The per-chip table of docs/cloud_tpu.md from `Plan.to_dict` rows (docs/tpu_plans/)."""
     order = {s: i for i, s in enumerate(network.MT5_SIZES)}
-    rows = sorted(rows, key=lambda r: (order[r["size"]], r["method"]))
+    rows = sorted(
+        rows, key=lambda r: (order[r["size"]], r["method"], trunk_dtype(r) != Workload.param_dtype)
+    )
     gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
     lines = [
-        "| size | method | slice | mesh (data x model) | params GiB | optimizer GiB "
+        "| size | method | trunk dtype | slice | mesh (data x model) | params GiB | optimizer GiB "
         "| temporaries GiB | training total GiB (% HBM) | decoder total GiB "
         "| TFLOPs per step | roofline step s | steps | schedule h (lower bound) |",
-        "|" + "---|" * 13,
+        "|" + "---|" * 14,
     ]
     for r in rows:
         t, chip = r["train"], r["chip"]
         decode = gib(r["decode"]["hbm_bytes"]) if "decode" in r else "-"
         lines.append(
-            f"| {r['size']} | {r['method']} | {r['slice']} | {r['mesh']['data']} x "
-            f"{r['mesh']['model']} | {gib(t['param_bytes'])} | {gib(t['optimizer_bytes'])} | "
-            f"{gib(t['temp_bytes'])} | {gib(t['hbm_bytes'])} "
+            f"| {r['size']} | {r['method']} | {trunk_dtype(r)} | {r['slice']} | "
+            f"{r['mesh']['data']} x {r['mesh']['model']} | {gib(t['param_bytes'])} | "
+            f"{gib(t['optimizer_bytes'])} | {gib(t['temp_bytes'])} | {gib(t['hbm_bytes'])} "
             f"({100 * t['hbm_bytes'] / (chip['hbm_gib'] * GIB):.0f}%) | {decode} | "
             f"{t['flops'] / 1e12:.1f} | {t['roofline_step_seconds']:.3f} | {t['steps']} | "
             f"{t['roofline_schedule_hours']:.2f} |"

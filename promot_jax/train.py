@@ -175,9 +175,14 @@ class StageConfig:
         record = dataclasses.asdict(self)
         model = dataclasses.asdict(self.model)
         prompt_init = model.pop("prompt_init")
-        model = {
-            k: (str(np.dtype(v)) if k in ("dtype", "param_dtype") else v) for k, v in model.items()
-        }
+        dtypes = ("dtype", *network.PARAM_DTYPE_FIELDS)
+        model = {k: (str(np.dtype(v)) if k in dtypes else v) for k, v in model.items()}
+        # Dtype fields added after run directories were first recorded are left out at their
+        # default, so those directories (which had only the default) still resume.
+        defaults = {f.name: f.default for f in dataclasses.fields(network.T5Config)}
+        for name in ADDED_MODEL_FIELDS:
+            if model[name] == str(np.dtype(defaults[name])):
+                del model[name]
         model["mlp_activations"] = list(model["mlp_activations"])
         record["model"] = model
         record["prompt_init"] = describe_callable(prompt_init)
@@ -190,11 +195,14 @@ class StageConfig:
             # A stage without adapters records what promot-jax recorded before adapters
             # existed, so its run directories still resume.
             for key in lora_lib.CONFIG_FIELDS:
-                del record["model"][key]
+                record["model"].pop(key, None)
             del record["optimizer"]["lora_learning_rate"], record["adapter_file"]
         record["run_dir"] = Path(self.run_dir).name
         return json.loads(json.dumps(record))
 
+
+# T5Config fields recorded in stage.json only when they differ from their default.
+ADDED_MODEL_FIELDS = ("prompt_param_dtype", "lora_param_dtype")
 
 # The fields that name files; inside an experiment a file of the run is recorded relative to it.
 PATH_FIELDS = ("prompt_file", "adapter_file", "init_checkpoint")
@@ -390,9 +398,8 @@ def _checked_adapters(cfg: StageConfig) -> dict[str, np.ndarray]:
 
 def initial_params(cfg: StageConfig) -> dict:
     """Params at step 0: from `init_checkpoint` (or random), the prompt from `prompt_file`,
-    the adapters from `adapter_file`."""
+    the adapters from `adapter_file`; each group in the dtype the model config gives it."""
     model_cfg = cfg.model
-    dtype = np.dtype(model_cfg.param_dtype)
     prompt = _checked_prompt(cfg) if cfg.prompt_file else None
     adapters = _checked_adapters(cfg) if cfg.adapter_file else None
     if cfg.init_checkpoint is None:
@@ -405,13 +412,14 @@ def initial_params(cfg: StageConfig) -> dict:
         params = checkpoints.load_params(
             cfg.init_checkpoint,
             model_cfg,
-            dtype=model_cfg.param_dtype,
+            dtype=checkpoints.AS_CONFIG,
             missing_ok=missing_ok + ((lora_lib.LORA_REGEX,) if model_cfg.lora_rank else ()),
             rng=cfg.seed,
         )
     if prompt is not None:
-        params = prompt_lib.set_prompt(params, prompt.astype(dtype))
+        params = prompt_lib.set_prompt(params, prompt.astype(model_cfg.prompt_param_dtype))
     if adapters is not None:
+        dtype = model_cfg.lora_param_dtype
         params = lora_lib.set_adapters(params, {p: a.astype(dtype) for p, a in adapters.items()})
     return params
 

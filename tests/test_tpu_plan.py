@@ -6,10 +6,14 @@ import dataclasses
 import importlib.util
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from promot_jax import cli, methods, network, tpu_plan
+from promot_jax import cli, methods, network, sharding, tpu_plan
+from promot_jax import prompt as prompt_lib
+from promot_jax.checkpoints.param_tree import flatten
+from promot_jax.commands.plan import describe
 from promot_jax.optimizer import OptimizerConfig, make_optimizer
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -43,6 +47,38 @@ def test_the_compiled_training_step_holds_the_method_s_parameters_and_optimizer_
     row = p.to_dict()
     assert row["train"]["steps"] == 5000 and row["mesh"] == {"data": 1, "model": 1}
     assert row["train"]["roofline_schedule_hours"] > 0
+
+
+def test_a_bfloat16_trunk_halves_the_trunk_s_bytes_and_nothing_else():
+    """`--param_dtype bfloat16`: 2 bytes per trunk parameter, 4 per prompt parameter, and the
+    optimizer state (the trunk's Adafactor statistics in stage 2) float32 as before."""
+    mesh = sharding.make_mesh(1, 1, jax.devices("cpu")[:1])
+    works = {
+        d: tpu_plan.Workload("tiny", "promot_stage2", **TINY, param_dtype=d)
+        for d in ("float32", "bfloat16")
+    }
+    counted = {d: tpu_plan.state_bytes(w, mesh) for d, w in works.items()}
+    config = works["bfloat16"].model_config()
+    assert (config.param_dtype, config.prompt_param_dtype) == (jnp.bfloat16, jnp.float32)
+    sizes = {p: int(np.prod(x.shape)) for p, x in flatten(network.abstract_params(config)).items()}
+    prompt = sizes.pop(prompt_lib.PROMPT_KEY)
+    trunk = sum(sizes.values())
+    (f32_params, f32_optimizer), (bf16_params, bf16_optimizer) = counted.values()
+    assert (f32_params, bf16_params) == (4 * (trunk + prompt), 2 * trunk + 4 * prompt)
+    assert bf16_optimizer == f32_optimizer > 0
+
+    cost = tpu_plan.ProgramCost(0, 0, 0, 0, 0, 1.0, 1.0)
+    plans = [
+        tpu_plan.Plan(w, "v4-8", tpu_plan.CHIPS["v4"], (1, 1), tpu_plan.TrainPlan(*b, cost), None)
+        for w, b in zip(works.values(), counted.values(), strict=True)
+    ]
+    assert plans[1].to_dict()["workload"]["param_dtype"] == "bfloat16"
+    assert "(trunk bfloat16, prompt float32)" in describe(plans[1])
+    # The table's trunk-dtype column; plans written before it existed are float32 ones.
+    old = plans[0].to_dict()
+    del old["workload"]["param_dtype"]
+    table = tpu_plan.markdown_table([plans[1].to_dict(), old])
+    assert [line.split(" | ")[2] for line in table.splitlines()[2:]] == ["float32", "bfloat16"]
 
 
 def test_the_roofline_is_the_slower_of_compute_and_memory_traffic():

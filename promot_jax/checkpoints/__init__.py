@@ -31,6 +31,7 @@ from promot_jax.checkpoints.transformers_mt5 import t5x_config_from_transformers
 from promot_jax.prompt import PROMPT_KEY
 
 __all__ = [
+    "AS_CONFIG",
     "detect_format",
     "load_params",
     "load_prompt",
@@ -70,6 +71,10 @@ def read_flat_params(
     return reader(where, keep)
 
 
+# `load_params(dtype=AS_CONFIG)`: every leaf in the dtype the config gives its group.
+AS_CONFIG = "config"
+
+
 def load_params(
     path: str | os.PathLike,
     config: network.T5Config,
@@ -87,9 +92,14 @@ def load_params(
     transformers model) into a prompted config, say so explicitly: either
     `missing_ok=(PROMPT_KEY,)`, which fills the prompt from
     `init_params(config, rng)` (the config's prompt initialiser, deterministic for a
-    given `rng`), or `prompt=<[P, d] array>` (`[T, P, d]` with per-task prompts). `dtype`
-    casts every leaf (e.g. "bfloat16"); by default leaves keep the dtype they were stored
-    with. Arrays are host numpy arrays.
+    given `rng`), or `prompt=<[P, d] array>` (`[T, P, d]` with per-task prompts).
+
+    By default leaves keep the dtype they were stored with, so a tree saved by `save_params`
+    comes back bitwise, dtypes included. `dtype=AS_CONFIG` ("config") gives each leaf the
+    dtype `config` declares for its group (trunk `param_dtype`, prompt `prompt_param_dtype`,
+    adapters `lora_param_dtype`): what training starts from, whatever the checkpoint stores
+    (T5X writes float32 or bfloat16). Any other `dtype` (e.g. "bfloat16") casts every leaf.
+    Arrays are host numpy arrays.
     """
     flat = read_flat_params(path, config)
     source = str(path)
@@ -114,6 +124,8 @@ def load_params(
         return init_fill(p, want)
 
     matched = param_tree.match_config(flat, config, source=source, missing_ok=missing_ok, fill=fill)
+    if isinstance(dtype, str) and dtype == AS_CONFIG:
+        return param_tree.unflatten(param_tree.cast_to_config(matched, config))
     return param_tree.unflatten(param_tree.cast(matched, dtype))
 
 

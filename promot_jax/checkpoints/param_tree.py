@@ -126,6 +126,14 @@ def prompt_filler(prompt: Any, config: network.T5Config) -> Filler:
     return fill
 
 
+def cast_to_config(flat: Mapping[str, Any], config: network.T5Config) -> dict[str, np.ndarray]:
+    """Host numpy arrays, each in the dtype `config` declares for it: the trunk in
+    `param_dtype`, the prompt in `prompt_param_dtype`, adapters in `lora_param_dtype`
+    (read off `network.abstract_params`, the modules' own declarations)."""
+    expected = flatten(network.abstract_params(config))
+    return {k: np.asarray(v, dtype=expected[k].dtype) for k, v in flat.items()}
+
+
 def cast(flat: Mapping[str, Any], dtype: Any | None) -> dict[str, np.ndarray]:
     """Host numpy arrays, cast to `dtype` when given (kept as stored otherwise)."""
     if dtype is None:

@@ -29,13 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=int, help="override the size's vocabulary size")
     parser.add_argument("--prompt-length", type=int, default=0, help="soft prompt rows in SRC")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], help="cast params (default: as stored)"
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="the trunk's dtype (default: as stored); a prompt in SRC is written float32",
     )
     parser.add_argument("--force", action="store_true", help="replace DST if it exists")
 
 
 def _config(args: argparse.Namespace) -> network.T5Config:
     overrides = {"prompt_length": args.prompt_length}
+    if args.dtype is not None:
+        overrides["param_dtype"] = args.dtype
     if args.vocab_size is not None:
         overrides["vocab_size"] = args.vocab_size
     if args.config_from_source:
@@ -53,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if dst.exists() and not args.force:
         raise ValueError(f"{dst} already exists; pass --force to replace it")
     config = _config(args)
-    params = checkpoints.load_params(args.src, config, dtype=args.dtype)
+    dtype = checkpoints.AS_CONFIG if args.dtype else None
+    params = checkpoints.load_params(args.src, config, dtype=dtype)
     checkpoints.save_params(params, dst, force=args.force)
     n = sum(a.size for a in checkpoints.param_tree.flatten(params).values())
     print(

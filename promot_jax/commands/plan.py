@@ -2,6 +2,7 @@
 
     promot-jax plan --size xxl --method promot_stage2 --slice v4-128
     promot-jax plan --size xl --method finetune --slice v5e-64 --mesh_model 8 --json xl.json
+    promot-jax plan --size xxl --method promot_stage1 --slice v4-128 --param_dtype bfloat16
 
 Needs libtpu (`pip install -e ".[tpu]"`). See promot_jax.tpu_plan for what is compiled
 and how the figures are derived.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 
 from promot_jax import methods, network, run_dirs, tpu_plan
 
@@ -42,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     w.add_argument("--decode_length", type=int, default=defaults.decode_length)
     w.add_argument("--beam_size", type=int, default=defaults.beam_size)
+    w.add_argument(
+        "--param_dtype",
+        default=defaults.param_dtype,
+        choices=sorted(network.DTYPES),
+        help="the trunk's storage dtype (T5Config.param_dtype); the prompt and LoRA adapters "
+        "stay float32, and so does the optimizer state",
+    )
     parser.add_argument("--no_decode", action="store_true", help="compile the training step only")
     parser.add_argument(
         "--no_search",
@@ -60,6 +70,15 @@ def describe(p: tpu_plan.Plan) -> str:
     chip, work, cost = p.chip, p.work, p.train.cost
     config = work.model_config()
     prompt = f" (+{config.prompt_length} prompt)" if config.prompt_length else ""
+    tuned = [
+        f"{name} {np.dtype(dtype).name}"
+        for name, dtype, has in (
+            ("prompt", config.prompt_param_dtype, config.prompt_length),
+            ("adapters", config.lora_param_dtype, config.lora_rank),
+        )
+        if has
+    ]
+    dtypes = ", ".join([f"trunk {np.dtype(config.param_dtype).name}", *tuned])
     step = cost.roofline_seconds(chip)
     lines = [
         f"mT5-{work.size} {work.method} on {p.slice_name}: {p.mesh[0] * p.mesh[1]} "
@@ -68,7 +87,7 @@ def describe(p: tpu_plan.Plan) -> str:
         f"chip: {chip.hbm_gib:g} GiB HBM, {chip.peak_bf16_tflops:g} TFLOP/s bf16 peak, "
         f"{chip.hbm_gb_per_s:g} GB/s ({chip.source})",
         "per chip              training step",
-        f"  parameters          {_gib(p.train.param_bytes)}",
+        f"  parameters          {_gib(p.train.param_bytes)} ({dtypes})",
         f"  optimizer state     {_gib(p.train.optimizer_bytes)}",
         f"  temporaries         {_gib(cost.temp_bytes)}",
         f"  program             {_gib(cost.code_bytes)}",
@@ -105,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         eval_inputs_length=args.eval_inputs_length,
         decode_length=args.decode_length,
         beam_size=args.beam_size,
+        param_dtype=args.param_dtype,
     )
     slice_ = tpu_plan.parse_slice(args.slice)
     model = args.mesh_model or tpu_plan.t5x_num_partitions(args.size)
