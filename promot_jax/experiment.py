@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 
-from promot_jax import run_dirs, train
+from promot_jax import paths, run_dirs, train
+from promot_jax.paths import Path
 from promot_jax.train import PREVIOUS_STAGE, StageConfig, StageResult
 
 # A field set to PREVIOUS_STAGE takes this output of the previous stage.
@@ -63,7 +63,7 @@ def run_experiment(
         raise ValueError("an experiment needs at least one stage")
     if only is not None and only not in stages:
         raise ValueError(f"unknown stage {only!r}; this experiment has: {', '.join(stages)}")
-    root = Path(run_dir)
+    root = paths.path(run_dir)
     run_dirs.check_writable(root, "run_dir")
     # Every stage is checked before anything is written (config.gin included): a refused
     # stage 2 leaves a finished stage 1 and its config exactly as they were.

@@ -21,7 +21,6 @@ import io
 import re
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -31,7 +30,8 @@ from flax import linen as nn
 from flax import traverse_util
 from flax.linen import partitioning
 
-from promot_jax import run_dirs
+from promot_jax import paths, run_dirs
+from promot_jax.paths import Path
 
 if TYPE_CHECKING:
     from promot_jax.network import T5Config
@@ -248,16 +248,16 @@ def save_adapter_file(adapters: Mapping[str, Any], path: str | Path) -> Path:
     """Writes `{path: array}` adapters as a float32 `.npz`, atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, **{p: np.asarray(v, np.float32) for p, v in adapters.items()})
-    return run_dirs.write_atomic(Path(path), buffer.getvalue())
+    return run_dirs.write_atomic(path, buffer.getvalue())
 
 
 def load_adapter_file(path: str | Path, config: T5Config) -> dict[str, np.ndarray]:
     """Reads an adapter `.npz` (stage 1's export), checked against `config`'s adapters."""
-    path = Path(path)
+    path = paths.checked(path, "adapter file")
     if not path.is_file():
         raise FileNotFoundError(f"adapter file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(paths.readable(path), allow_pickle=False) as archive:
             adapters = {k: archive[k] for k in archive.files}
     except (ValueError, OSError) as e:
         raise ValueError(f"adapter file {path} is not a readable .npz archive: {e}") from e

@@ -18,7 +18,6 @@ import dataclasses
 import io
 import re
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -26,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from promot_jax import run_dirs
+from promot_jax import paths, run_dirs
 from promot_jax.layers import param_with_axes
+from promot_jax.paths import Path
 
 if TYPE_CHECKING:
     from promot_jax.network import T5Config
@@ -296,11 +296,11 @@ def from_array(array: np.ndarray) -> PromptInit:
 def load_prompt_file(path: str | Path, config: T5Config | None = None) -> np.ndarray:
     """Reads a `[P, d]` (or `[T, P, d]`) float `.npy` prompt, the format
     google-research/prompt-tuning uses; with `config`, checked against its prompt shape."""
-    path = Path(path)
+    path = paths.checked(path, "prompt file")
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(paths.readable(path), allow_pickle=False)
     except ValueError as e:
         raise ValueError(f"prompt file {path} is not a readable .npy array: {e}") from e
     if not np.issubdtype(array.dtype, np.floating):
@@ -322,7 +322,7 @@ def save_prompt_file(prompt: np.ndarray, path: str | Path, config: T5Config | No
     """Writes a `[P, d]` (or `[T, P, d]`) prompt as float32 `.npy`, atomically (never a
     half-written file); with `config`, checked against its prompt shape first."""
     prompt = np.asarray(prompt, np.float32)
-    path = Path(path)
+    path = paths.path(path)
     check_shape(prompt.shape, config, f"prompt file {path}")
     buffer = io.BytesIO()
     np.save(buffer, prompt)

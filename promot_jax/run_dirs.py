@@ -11,17 +11,32 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import pathlib
 import tempfile
+import uuid
 from collections.abc import Iterable
-from pathlib import Path
+
+from promot_jax import paths
+from promot_jax.paths import Path
 
 MARKER = ".promot_jax.json"
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Writes `data` to `path` via a temporary file beside it: a crash never leaves half a file."""
-    path = Path(path)
+    """Writes `data` to `path` via a temporary file beside it: a crash never leaves half a file.
+
+    On GCS an object write is atomic already: the object is replaced when its upload
+    completes, and an upload that fails or is cut off leaves the old object (or none) in
+    place, so `data` is written to `path` directly.
+    """
+    path = paths.path(path)
+    if paths.is_remote(path):
+        paths.check_bucket(path)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -29,7 +44,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        pathlib.Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
@@ -64,7 +79,7 @@ def check_record(
     The refusal reads "<where> holds <what> (<setting>: <old> -> <new>; ...); nothing was
     changed: <fix>", and says when the record predates a setting.
     """
-    path = Path(path)
+    path = paths.path(path)
     if not path.exists():
         return False
     old, new = flat(json.loads(path.read_text())), flat(record)
@@ -93,9 +108,12 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
     """Fails (ValueError naming `what`) unless `path` is, or can be made, a writable directory.
 
     No directory is created: the nearest existing ancestor gets a temporary file, at once
-    removed.
+    removed. On GCS (no directories there) the bucket must exist and take a small object
+    under `path`, at once removed.
     """
-    path = Path(path)
+    path = paths.path(path)
+    if paths.is_remote(path):
+        return _check_writable_remote(path, what)
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -112,6 +130,23 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
         raise ValueError(
             f"{what} {path}: {probe} is not writable ({e.strerror or e}); "
             "choose a writable directory"
+        ) from None
+    return path
+
+
+def _check_writable_remote(path: Path, what: str) -> Path:
+    paths.check_bucket(path, what)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path}: is a file, not a directory; choose a directory path")
+    probe = path / f".promot_jax_probe_{uuid.uuid4().hex[:12]}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except Exception as e:  # each client raises its own kinds
+        first = " ".join(str(e).split())[:300]
+        raise ValueError(
+            f"{what} {path}: is not writable ({type(e).__name__}: {first}); "
+            "choose a writable location"
         ) from None
     return path
 
@@ -145,7 +180,7 @@ def check_claimable(
     Claimable: missing or empty; marked by promot-jax as `kind`; or made before markers
     existed: it holds the job's own record `evidence` and only names of `entries`.
     """
-    directory = Path(directory)
+    directory = paths.path(directory)
     if not directory.is_dir():
         return False
     marker = read_marker(directory)
@@ -170,7 +205,7 @@ def check_claimable(
 def claim(directory: str | os.PathLike, kind: str, entries: Iterable[str], evidence: str) -> bool:
     """Marks `directory` as a `kind` job's (see `check_claimable`); returns True when it
     already was one. The marker lists `entries` (and what an earlier marker listed)."""
-    directory = Path(directory)
+    directory = paths.path(directory)
     was = check_claimable(directory, kind, entries, evidence)
     marker = read_marker(directory) if directory.is_dir() else None
     owned = sorted(set(entries) | set(marker.get("entries", []) if marker else []))
@@ -183,7 +218,7 @@ def clear(directory: str | os.PathLike, kind: str) -> list[str]:
     """Removes the entries the `kind` marker of `directory` lists; returns the names left
     because promot-jax did not write them. The marker stays (`claim` renews it). Refuses
     an unmarked folder."""
-    directory = Path(directory)
+    directory = paths.path(directory)
     if not directory.exists():
         return []
     marker = read_marker(directory)
@@ -204,8 +239,9 @@ def clear(directory: str | os.PathLike, kind: str) -> list[str]:
         if not name or "/" in name or name in (".", ".."):
             continue  # a marker entry is one name inside the directory, never a path
         path = directory / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
+        link = not paths.is_remote(path) and path.is_symlink()  # GCS has no links
+        if path.is_dir() and not link:
+            paths.rmtree(path)
+        elif path.exists() or link:
             path.unlink()
     return sorted(p.name for p in directory.iterdir() if p.name != MARKER)

@@ -1,24 +1,35 @@
-"""What a run reports while it trains: a progress bar, metrics.jsonl and TensorBoard."""
+"""What a run reports while it trains: a progress bar, metrics.jsonl and TensorBoard.
+
+In a `gs://` run directory, where an object cannot be appended to, both are kept on the
+host (TensorBoard's events in a local temporary folder) and uploaded whole, each
+upload atomic: at most every `SYNC_SECONDS`, before every checkpoint (`flush`) and at
+the end, so a resumed run finds every scalar up to its checkpoint.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import tempfile
 import time
-from pathlib import Path
 
 import jax
 from tqdm.auto import tqdm
 
-from promot_jax import run_dirs
+from promot_jax import paths, run_dirs
+from promot_jax.paths import Path
 
 METRICS_JSONL = "metrics.jsonl"
 TB_DIR = "tb"
+SYNC_SECONDS = 30.0  # a gs:// run directory's scalars are uploaded at most this often
 
 
 def drop_records_after(run_dir: Path, step: int) -> None:
     """Removes the scalars of steps after `step` from metrics.jsonl and the TensorBoard
     event files (each rewritten atomically; files with nothing to drop are untouched)."""
+    run_dir = paths.path(run_dir)
     metrics = run_dir / METRICS_JSONL
     if metrics.is_file():
         lines = metrics.read_text().splitlines(keepends=True)
@@ -33,7 +44,8 @@ def drop_records_after(run_dir: Path, step: int) -> None:
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     for path in sorted(tb.glob("events.out.tfevents.*")):
-        records = list(RawEventFileLoader(str(path)).Load())
+        with paths.local_copy(path) as name:
+            records = list(RawEventFileLoader(name).Load())
         kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
         if len(kept) == len(records):
             continue
@@ -53,8 +65,9 @@ class RunLog:
     """
 
     def __init__(self, run_dir: str | Path, total_steps: int, start_step: int, desc: str = ""):
-        self.run_dir = Path(run_dir)
+        self.run_dir = paths.path(run_dir)
         self.enabled = jax.process_index() == 0
+        self.remote = paths.is_remote(self.run_dir)
         self._writer = None
         self._jsonl = None
         self._bar = None
@@ -63,10 +76,18 @@ class RunLog:
         from clu import metric_writers
 
         drop_records_after(self.run_dir, start_step)
+        if self.remote:
+            metrics = self.run_dir / METRICS_JSONL
+            self._lines = metrics.read_text().splitlines(keepends=True) if metrics.exists() else []
+            self._tb_local = tempfile.mkdtemp(prefix="promot_jax_tb_")
+            self._synced = time.monotonic()
         self._writer = metric_writers.create_default_writer(
-            str(self.run_dir / TB_DIR), just_logging=False, asynchronous=False
+            self._tb_local if self.remote else str(self.run_dir / TB_DIR),
+            just_logging=False,
+            asynchronous=False,
         )
-        self._jsonl = open(self.run_dir / METRICS_JSONL, "a")  # noqa: SIM115
+        if not self.remote:
+            self._jsonl = open(self.run_dir / METRICS_JSONL, "a")  # noqa: SIM115
         self._bar = tqdm(
             total=total_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True
         )
@@ -77,8 +98,31 @@ class RunLog:
             return
         values = {k: float(v) for k, v in values.items()}
         self._writer.write_scalars(step, values)
-        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
+        line = json.dumps({"step": step, "time": time.time(), **values}) + "\n"
+        if self.remote:
+            self._lines.append(line)
+            if time.monotonic() - self._synced >= SYNC_SECONDS:
+                self._sync()
+            return
+        self._jsonl.write(line)
         self._jsonl.flush()
+
+    def flush(self) -> None:
+        """Makes every scalar so far durable (a gs:// run directory's are uploaded)."""
+        if self.enabled and self.remote:
+            self._sync()
+
+    def _sync(self) -> None:
+        """Uploads metrics.jsonl and the TensorBoard event files whole (gs:// only)."""
+        self._writer.flush()
+        run_dirs.write_atomic(self.run_dir / METRICS_JSONL, "".join(self._lines))
+        for root, _, names in os.walk(self._tb_local):
+            for name in names:
+                local = os.path.join(root, name)
+                rel = os.path.relpath(local, self._tb_local)
+                with open(local, "rb") as f:
+                    run_dirs.write_atomic(self.run_dir / TB_DIR / rel, f.read())
+        self._synced = time.monotonic()
 
     def progress(self, step: int, loss: float, tokens: float) -> None:
         """Advances the bar to `step`; `tokens`: target tokens since the last call."""
@@ -95,4 +139,11 @@ class RunLog:
         if self.enabled:
             self._bar.close()
             self._writer.flush()
-            self._jsonl.close()
+            if self.remote:
+                try:
+                    self._sync()
+                finally:
+                    self._writer.close()
+                    shutil.rmtree(self._tb_local, ignore_errors=True)
+            else:
+                self._jsonl.close()

@@ -33,7 +33,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -43,8 +42,10 @@ from jax.sharding import Mesh
 
 from promot_jax import batches, checkpoints, losses, methods, network, run_dirs, sharding
 from promot_jax import lora as lora_lib
+from promot_jax import paths as path_lib
 from promot_jax import prompt as prompt_lib
 from promot_jax.optimizer import OptimizerConfig, make_optimizer
+from promot_jax.paths import Path
 from promot_jax.run_log import RunLog
 
 EvalFn = Callable[[dict, int], dict[str, float]]
@@ -161,7 +162,7 @@ class StageConfig:
                 f"method {self.method!r} needs stage 1's {what}: set {field} to the stage-1 "
                 f"export ({export} or best_{export}), or run both stages with `promot-jax run`"
             )
-        if value not in (None, PREVIOUS_STAGE) and not Path(value).is_file():
+        if value not in (None, PREVIOUS_STAGE) and not path_lib.checked(value, field).is_file():
             raise FileNotFoundError(f"{field} {value} does not exist")
 
     def fingerprint(self, paths: Mapping[str, str | None] | None = None) -> dict:
@@ -187,7 +188,7 @@ class StageConfig:
         record["model"] = model
         record["prompt_init"] = describe_callable(prompt_init)
         record["feature_lengths"] = dict(self.feature_lengths)
-        root = Path(self.run_dir).absolute().parent if self.run_dir else None
+        root = path_lib.absolute(self.run_dir).parent if self.run_dir else None
         for field in PATH_FIELDS:
             value = (paths or {}).get(field, getattr(self, field))
             record[field] = _portable(value, root)
@@ -197,7 +198,7 @@ class StageConfig:
             for key in lora_lib.CONFIG_FIELDS:
                 record["model"].pop(key, None)
             del record["optimizer"]["lora_learning_rate"], record["adapter_file"]
-        record["run_dir"] = Path(self.run_dir).name
+        record["run_dir"] = path_lib.path(self.run_dir).name
         return json.loads(json.dumps(record))
 
 
@@ -215,7 +216,9 @@ REUSABLE_CHANGES = ("run_dir", "steps", "log_every", "eval_every", "save_every",
 def _portable(path: str | None, root: Path | None) -> str | None:
     if path in (None, PREVIOUS_STAGE) or root is None:
         return path
-    absolute = Path(path).absolute()
+    absolute = path_lib.absolute(path)
+    if path_lib.is_remote(absolute) != path_lib.is_remote(root):
+        return str(absolute)
     return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)
 
 
@@ -426,7 +429,7 @@ def initial_params(cfg: StageConfig) -> dict:
 
 def checkpoint_steps(run_dir: str | Path) -> list[int]:
     """The steps saved under `run_dir/checkpoints`, oldest first (from the folder names)."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = path_lib.path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
@@ -439,7 +442,7 @@ def check_run_dir(cfg: StageConfig, paths: Mapping[str, str | None] | None = Non
     be raised past the saved checkpoints. The refusal names each differing setting.
     `paths`: see `StageConfig.fingerprint`.
     """
-    run_dir = Path(cfg.run_dir)
+    run_dir = path_lib.checked(cfg.run_dir, "run_dir")
     recorded = run_dirs.check_record(
         run_dir / "stage.json",
         cfg.fingerprint(paths),
@@ -481,7 +484,7 @@ def _restore_newest_good(manager: ocp.CheckpointManager, run_dir: Path, target: 
             aside.parent.mkdir(exist_ok=True)
             if aside.exists():
                 aside = aside.with_name(f"{bad}-{time.strftime('%Y%m%d-%H%M%S')}")
-            (run_dir / "checkpoints" / str(bad)).rename(aside)
+            path_lib.move(run_dir / "checkpoints" / str(bad), aside)
             print(
                 f"promot-jax: warning: checkpoint step {bad} in {run_dir}/checkpoints does not "
                 f"restore ({why}); moved to {aside}, resuming from step {step}",
@@ -526,7 +529,7 @@ def _export(run_dir: Path, params: dict, which: str, method: methods.Method) -> 
 
 def planned_result(cfg: StageConfig) -> StageResult:
     """Where the stage's outputs are (or will be) in its run directory."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = path_lib.path(cfg.run_dir)
     method = methods.get_method(cfg.method)
     (final, prompt, adapters), (best, best_prompt, best_adapters) = (
         [run_dir / name for name in EXPORT_NAMES[w]] for w in ("final", "best")
@@ -547,7 +550,7 @@ def planned_result(cfg: StageConfig) -> StageResult:
 def finished_result(cfg: StageConfig) -> StageResult | None:
     """The outputs of a stage whose run directory already holds its final export, else None."""
     result = planned_result(cfg)
-    return result if result.final_params.exists() else None
+    return result if checkpoints.params_complete(result.final_params) else None
 
 
 def validate(cfg: StageConfig, paths: Mapping[str, str | None] | None = None) -> None:
@@ -576,7 +579,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
         )
     if not cfg.run_dir:
         raise ValueError("StageConfig.run_dir is empty; give the stage a run directory")
-    run_dir = Path(cfg.run_dir)
+    run_dir = path_lib.path(cfg.run_dir)
     validate(cfg)
     done_already = finished_result(cfg)
     # `steps` may have been raised since: then the stage goes on training.
@@ -593,7 +596,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     if jax.process_index() == 0:
         run_dirs.write_atomic(run_dir / "stage.json", json.dumps(cfg.fingerprint(), indent=2))
     manager = ocp.CheckpointManager(
-        (run_dir / "checkpoints").absolute(),
+        path_lib.absolute(run_dir / "checkpoints"),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=cfg.keep, create=True, enable_async_checkpointing=False
         ),
@@ -656,6 +659,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
             if better:
                 best = {"step": step, "value": value}
                 _export(run_dir, methods.merge(trainable, frozen), "best", method)
+        log.flush()  # a gs:// run's scalars up to this step, uploaded before its checkpoint
         manager.save(
             step,
             args=ocp.args.Composite(
@@ -720,7 +724,7 @@ def train_stage(cfg: StageConfig, eval_fn: EvalFn | None = None) -> StageResult:
     final = _export(run_dir, methods.merge(trainable, frozen), "final", method)
     planned = planned_result(cfg)
     best = (planned.best_params, planned.best_prompt, planned.best_adapters)
-    if not planned.best_params.exists():
+    if not checkpoints.params_complete(planned.best_params):
         best = _export(run_dir, methods.merge(trainable, frozen), "best", method)
     return StageResult(
         run_dir, cfg.steps, final[0], best[0], final[1], best[1], last, final[2], best[2]

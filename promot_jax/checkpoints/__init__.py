@@ -34,11 +34,17 @@ __all__ = [
     "AS_CONFIG",
     "detect_format",
     "load_params",
+    "params_complete",
     "load_prompt",
     "read_flat_params",
     "save_params",
     "t5x_config_from_transformers",
 ]
+
+
+def params_complete(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a whole params checkpoint (see `orbax_params.is_complete`)."""
+    return orbax_params.is_complete(path)
 
 
 def detect_format(path: str | os.PathLike) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Literal
 
+from promot_jax import paths
 from promot_jax.checkpoints import orbax_params, t5x_legacy, t5x_orbax, transformers_mt5
+from promot_jax.paths import Path
 
 Format = Literal["transformers", "t5x_legacy", "t5x_orbax", "orbax_params", "promot_step"]
 _STEP_DIR = re.compile(r"checkpoint_(\d+)")
@@ -44,7 +45,7 @@ def latest_step_dir(model_dir: Path) -> Path | None:
 
 def detect(path: str | os.PathLike) -> tuple[Format, Path]:
     """(format, the directory to read) for `path`; errors name the path and what was expected."""
-    path = Path(path)
+    path = paths.checked(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_file():
@@ -61,7 +62,10 @@ def detect(path: str | os.PathLike) -> tuple[Format, Path]:
             return "promot_step", state
         return "t5x_orbax", state
     if (path / "_METADATA").is_file():
-        return ("orbax_params" if orbax_params.is_params_checkpoint(path) else "t5x_orbax"), path
+        if orbax_params.is_params_checkpoint(path):
+            orbax_params.check_complete(path)
+            return "orbax_params", path
+        return "t5x_orbax", path
     latest = latest_step_dir(path)
     if latest is not None:
         return detect(latest)

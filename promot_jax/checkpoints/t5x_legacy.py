@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorstore as ts
 from flax import serialization
 
+from promot_jax import paths
 from promot_jax.checkpoints import param_tree
+from promot_jax.paths import Path
 
 MSGPACK_NAME = "checkpoint"
 # zarr dtype strings T5X writes, by numpy dtype name
@@ -49,7 +50,7 @@ def _read_spec(spec: Mapping, ckpt_dir: Path, where: str) -> np.ndarray:
     metadata = {k: v for k, v in (spec.get("metadata") or {}).items() if k in ("shape", "dtype")}
     open_spec = {
         "driver": "zarr",
-        "kvstore": {"driver": "file", "path": str(array_dir)},
+        "kvstore": paths.kvstore(array_dir),
         "metadata": metadata,
     }
     try:
@@ -84,7 +85,7 @@ def _flatten_specs(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def read_state(ckpt_dir: str | os.PathLike) -> dict:
     """The whole `{target, state}` tree of `checkpoint_<step>/`, arrays loaded, None kept."""
-    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir = paths.path(ckpt_dir)
     optimizer = _read_msgpack(ckpt_dir)["optimizer"]
     flat = _flatten_specs({"target": optimizer.get("target"), "state": optimizer.get("state")})
     return param_tree.unflatten(
@@ -94,7 +95,8 @@ def read_state(ckpt_dir: str | os.PathLike) -> dict:
 
 def param_paths(ckpt_dir: str | os.PathLike) -> list[str]:
     """Paths of the `target` leaves, without reading any array."""
-    return list(_flatten_specs(_read_msgpack(Path(ckpt_dir))["optimizer"].get("target") or {}))
+    target = _read_msgpack(paths.path(ckpt_dir))["optimizer"].get("target")
+    return list(_flatten_specs(target or {}))
 
 
 def read_params(
@@ -104,7 +106,7 @@ def read_params(
 
     Optimizer state is never read; with `keep`, only the paths it accepts are.
     """
-    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir = paths.path(ckpt_dir)
     target = _read_msgpack(ckpt_dir)["optimizer"].get("target") or {}
     out = {}
     for path, leaf in _flatten_specs(target).items():
@@ -127,7 +129,7 @@ def _write_zarr(array: np.ndarray, directory: Path) -> dict:
         "dtype": dtype,
         "compressor": {"id": "gzip"},
     }
-    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(directory)}}
+    spec = {"driver": "zarr", "kvstore": paths.kvstore(directory)}
     store = ts.open({**spec, "metadata": metadata}, create=True, delete_existing=True).result()
     store.write(array).result()
     # What goes into the msgpack: the path relative to the checkpoint directory.
@@ -154,7 +156,7 @@ def write_checkpoint(
     msgpack; the rest into zarr directories named after the dotted path, as T5X
     does (its default inlines nothing big; the prompt-tuning fixture inlines 1-D).
     """
-    ckpt_dir = Path(model_dir) / f"checkpoint_{step}"
+    ckpt_dir = paths.checked(model_dir) / f"checkpoint_{step}"
     if ckpt_dir.exists():
         raise FileExistsError(f"{ckpt_dir} already exists")
     ckpt_dir.mkdir(parents=True)

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orbax.checkpoint as ocp
 
+from promot_jax import paths
 from promot_jax.checkpoints import param_tree
+from promot_jax.paths import Path
 
 STATE_DIR = "state"
 
 
 def tree_metadata(pytree_dir: str | os.PathLike) -> dict:
     """The saved tree of an Orbax PyTree directory, leaves being Orbax metadata (or None)."""
-    pytree_dir = Path(pytree_dir)
+    pytree_dir = paths.path(pytree_dir)
     if not (pytree_dir / "_METADATA").is_file():
         raise FileNotFoundError(f"{pytree_dir}: no Orbax PyTree (_METADATA is missing)")
     try:
@@ -31,7 +32,7 @@ def tree_metadata(pytree_dir: str | os.PathLike) -> dict:
         if tree is None:
             # T5X writes `_CHECKPOINT_METADATA` one level up (checkpoint_<step>/), where the
             # Checkpointer does not look; the handler reads the tree from `_METADATA` alone.
-            tree = ocp.PyTreeCheckpointHandler().metadata(pytree_dir.absolute())
+            tree = ocp.PyTreeCheckpointHandler().metadata(paths.absolute(pytree_dir))
     except Exception as e:
         raise ValueError(f"{pytree_dir}: unreadable Orbax metadata: {e}") from e
     tree = getattr(tree, "tree", tree)
@@ -58,7 +59,7 @@ def restore_numpy(pytree_dir: str | os.PathLike, keep: Callable[[str], bool] | N
     With `keep`, only leaves whose `a/b/c` path it accepts are read (Orbax partial
     restore), so T5X's optimizer state is never loaded to get at the params.
     """
-    pytree_dir = Path(pytree_dir).absolute()  # Orbax refuses relative paths
+    pytree_dir = paths.absolute(pytree_dir)  # Orbax refuses relative paths
     meta = tree_metadata(pytree_dir)
     if keep is not None:
         meta = _prune(meta, keep)
@@ -122,7 +123,7 @@ def write_checkpoint(
     Arrays are stored with the dtype they have (float32 or bfloat16); None leaves in
     `param_states` are kept, as T5X keeps them for untouched parameters.
     """
-    ckpt_dir = Path(model_dir) / f"checkpoint_{step}"
+    ckpt_dir = paths.checked(model_dir) / f"checkpoint_{step}"
     if ckpt_dir.exists():
         raise FileExistsError(f"{ckpt_dir} already exists")
     ckpt_dir.mkdir(parents=True)

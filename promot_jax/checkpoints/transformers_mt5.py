@@ -23,12 +23,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from promot_jax import network
+from promot_jax import network, paths
+from promot_jax.paths import Path
 
 CONFIG_NAME = "config.json"
 WEIGHT_FILES = (
@@ -42,12 +42,12 @@ _ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu",
 
 
 def is_transformers_dir(path: str | os.PathLike) -> bool:
-    path = Path(path)
+    path = paths.path(path)
     return (path / CONFIG_NAME).is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
 
 
 def read_hf_config(model_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(model_dir) / CONFIG_NAME
+    path = paths.path(model_dir) / CONFIG_NAME
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -74,7 +74,7 @@ def t5x_config_from_transformers(
     any T5Config field (e.g. `prompt_length`, `dtype`).
     """
     hf = read_hf_config(model_dir)
-    where = Path(model_dir) / CONFIG_NAME
+    where = paths.path(model_dir) / CONFIG_NAME
     if hf.get("model_type") not in ("mt5", "t5"):
         raise ValueError(f"{where}: model_type {hf.get('model_type')!r} is not 'mt5' or 't5'")
     proj = hf.get("feed_forward_proj", "relu")
@@ -128,7 +128,7 @@ def _read_weight_file(path: Path) -> dict[str, np.ndarray]:
         from safetensors import safe_open
 
         try:
-            with safe_open(str(path), framework="numpy") as f:
+            with paths.local_copy(path) as name, safe_open(name, framework="numpy") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except Exception as e:
             raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
@@ -140,7 +140,8 @@ def _read_weight_file(path: Path) -> dict[str, np.ndarray]:
             "(or re-save the model with safetensors)"
         ) from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with paths.local_copy(path) as name:
+            state = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path}: not a readable PyTorch state dict: {e}") from e
     return {k: _torch_to_numpy(v) for k, v in state.items()}
@@ -148,7 +149,7 @@ def _read_weight_file(path: Path) -> dict[str, np.ndarray]:
 
 def read_state_dict(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a transformers directory (single file or sharded with an index)."""
-    model_dir = Path(model_dir)
+    model_dir = paths.path(model_dir)
     for name in WEIGHT_FILES:
         path = model_dir / name
         if not path.is_file():
@@ -290,7 +291,7 @@ def params_from_state_dict(
 
 def read_params(model_dir: str | os.PathLike, config: network.T5Config) -> dict[str, np.ndarray]:
     """Flat T5X-named params of a transformers directory, for `config`."""
-    model_dir = Path(model_dir)
+    model_dir = paths.path(model_dir)
     return params_from_state_dict(
         read_state_dict(model_dir), read_hf_config(model_dir), config, source=str(model_dir)
     )

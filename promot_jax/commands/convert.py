@@ -9,9 +9,8 @@ write is atomic, so a failure leaves nothing at DST.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from promot_jax import checkpoints, network
+from promot_jax import checkpoints, network, paths
 
 HELP = "convert a transformers or T5X checkpoint into a promot-jax params checkpoint"
 
@@ -53,7 +52,7 @@ def _config(args: argparse.Namespace) -> network.T5Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    dst = Path(args.dst)
+    dst = paths.path(args.dst)
     if dst.exists() and not args.force:
         raise ValueError(f"{dst} already exists; pass --force to replace it")
     config = _config(args)

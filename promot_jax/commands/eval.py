@@ -8,7 +8,8 @@ promot-jax eval --curves RUN --out FIGS
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from promot_jax import paths
 
 HELP = "evaluate a checkpoint on the in-context suite (prompt rule, leak rate), compare runs, plot"
 
@@ -163,7 +164,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         prompt_tasks=_names(args.prompt_tasks),
     )
     model = model.place(mesh)
-    label = args.label or Path(args.checkpoint).resolve().name
+    label = args.label or paths.resolve(args.checkpoint).name
     results = runner.run_suite(
         model,
         the_suite,
@@ -180,10 +181,10 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         batch = monitor.alignment_batch(the_suite.target.task, args.alignment_examples)
         cos = alignment.gradient_alignment(model.config, model.params, batch)
         config["gradient_alignment"] = cos
-        run_dirs.write_atomic(Path(args.out) / "alignment.json", json.dumps(cos, indent=2))
+        run_dirs.write_atomic(paths.path(args.out) / "alignment.json", json.dumps(cos, indent=2))
     run = reports.write_run(args.out, config, results)
-    plots.plot_task_scores(run, Path(args.out) / "scores.png")
-    plots.plot_norm_avg({label: [run]}, Path(args.out) / "norm_avg.png")
+    plots.plot_task_scores(run, paths.path(args.out) / "scores.png")
+    plots.plot_norm_avg({label: [run]}, paths.path(args.out) / "norm_avg.png")
     print(reports.markdown_table({label: [run]}))
     print(f"wrote {args.out}/eval.json, table.md, scores.png, norm_avg.png, predictions/")
     return 0
@@ -197,7 +198,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     runs = reports.group_runs(args.report)
     text = reports.comparison_markdown(runs)
-    out = Path(args.out)
+    out = paths.path(args.out)
     run_dirs.write_atomic(out / "comparison.md", text)
     summary = {label: [r["summary"] for r in group] for label, group in runs.items()}
     run_dirs.write_atomic(out / "comparison.json", json.dumps(summary, indent=2))

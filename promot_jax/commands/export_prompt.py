@@ -9,12 +9,11 @@ stage-1 prompt is handed to stage 2 through this export.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
-from promot_jax import checkpoints
+from promot_jax import checkpoints, paths
 from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import formats
 from promot_jax.evaluation import model_source
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = model_source.resolve_params_path(Path(args.checkpoint), args.which)
+    source = model_source.resolve_params_path(paths.path(args.checkpoint), args.which)
     fmt, where = formats.detect(source)
     prompt = np.asarray(checkpoints.load_prompt(source))
     what = f"{args.checkpoint} ({fmt}): {prompt_lib.PROMPT_KEY}"

@@ -22,18 +22,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from promot_jax import checkpoints, network, sharding
+from promot_jax import checkpoints, network, paths, sharding
 from promot_jax import lora as lora_lib
 from promot_jax import prompt as prompt_lib
 from promot_jax.checkpoints import formats
 from promot_jax.evaluation import prompt_rule
+from promot_jax.paths import Path
 from promot_tasks import catalogue
 from promot_tasks.catalogue import TaskInfo
 
@@ -238,7 +238,7 @@ def load_model(
     `prompt_tasks` names the task of each row of a per-task prompt (default: the stage's
     multi-task mixture, in task-id order).
     """
-    path = Path(checkpoint)
+    path = paths.checked(checkpoint, "checkpoint")
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     params_path = resolve_params_path(path, which)

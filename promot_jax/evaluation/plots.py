@@ -8,11 +8,14 @@ and `grad_align/<part>`, giving the paper's Figure 1 (scores vs steps), Figure 2
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
+
+from promot_jax import paths, run_dirs
+from promot_jax.paths import Path
 
 METRICS_JSONL = "metrics.jsonl"
 
@@ -26,9 +29,20 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    """`fig` as a PNG at `path`: written in place locally, uploaded whole to gs://."""
+    if paths.is_remote(path):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=100, format="png")
+        run_dirs.write_atomic(path, buffer.getvalue())
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl (a file or a run directory holding one)."""
-    path = Path(path)
+    path = paths.path(path)
     file = path / METRICS_JSONL if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist; give a stage run directory")
@@ -75,8 +89,7 @@ def _line_plot(records, keys, path: Path, title: str, ylabel: str, label_of) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -84,7 +97,7 @@ def _line_plot(records, keys, path: Path, title: str, ylabel: str, label_of) -> 
 def plot_training_curves(run_dir: str | Path, out_dir: str | Path, prefix: str = "") -> list[Path]:
     """Scores, leak and gradient alignment vs steps for one stage; returns the PNGs written."""
     records = read_metrics(run_dir)
-    out = Path(out_dir)
+    out = paths.path(out_dir)
 
     def name(k: str) -> str:
         return k.removeprefix("probe/target/").removeprefix("probe/") + (
@@ -122,7 +135,7 @@ def plot_training_curves(run_dir: str | Path, out_dir: str | Path, prefix: str =
 
 def stage_dirs(run_dir: str | Path) -> list[Path]:
     """The run directory itself if it holds metrics.jsonl, else its stage subdirectories."""
-    run_dir = Path(run_dir)
+    run_dir = paths.path(run_dir)
     if (run_dir / METRICS_JSONL).is_file():
         return [run_dir]
     found = sorted(p.parent for p in run_dir.glob(f"*/{METRICS_JSONL}"))
@@ -162,9 +175,8 @@ def plot_norm_avg(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> Pa
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = paths.path(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -204,8 +216,7 @@ def plot_task_scores(run: Mapping, path: str | Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = paths.path(path)
+    _save(fig, path)
     plt.close(fig)
     return path

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
+from promot_jax import paths as path_lib
 from promot_jax.evaluation import scoring
+from promot_jax.paths import Path
 
 EVAL_JSON = "eval.json"
 TABLE_MD = "table.md"
@@ -43,17 +44,17 @@ def write_run(out_dir: str | Path, config: Mapping, results: Sequence[Mapping]) 
     """Writes `eval.json` and a one-column `table.md` for one evaluated checkpoint."""
     from promot_jax.run_dirs import write_atomic
 
-    out_dir = Path(out_dir)
+    out_dir = path_lib.path(out_dir)
     run = {"config": dict(config), "summary": summarize(results), "results": list(results)}
     write_atomic(out_dir / EVAL_JSON, json.dumps(run, indent=2))
-    label = config.get("label") or Path(str(config.get("checkpoint", "run"))).name
+    label = config.get("label") or path_lib.path(str(config.get("checkpoint", "run"))).name
     write_atomic(out_dir / TABLE_MD, comparison_markdown({label: [run]}))
     return run
 
 
 def load_run(path: str | Path) -> dict:
     """A run's `eval.json` (from its directory or the file itself)."""
-    path = Path(path)
+    path = path_lib.path(path)
     file = path / EVAL_JSON if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(
@@ -72,7 +73,7 @@ def group_runs(paths: Sequence[str], labels: Sequence[str] | None = None) -> dic
         run = load_run(path)
         if labels is not None:
             label = labels[i]
-        label = label or run["config"].get("label") or Path(path).name
+        label = label or run["config"].get("label") or path_lib.path(path).name
         grouped.setdefault(label, []).append(run)
     return grouped
 

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -26,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from promot_jax import decoding, network, run_dirs, sharding
+from promot_jax import decoding, network, paths, run_dirs, sharding
 from promot_jax.evaluation import prompt_rule, scoring
 from promot_jax.evaluation.model_source import LoadedModel
 from promot_jax.evaluation.suite import Suite, SuiteEntry
+from promot_jax.paths import Path
 
 MIN_INPUT_LENGTH = 32  # inputs are padded to a power of two >= this: few compilations
 DECODE_MARGIN = 4  # room for the sentinels around a span answer
@@ -353,7 +353,7 @@ def run_suite(
     """
     prompt_rule.check_rule(rule)
     model.check_tasks([e.info for e in suite.entries], suite.target.info, rule)
-    out_dir = Path(out_dir)
+    out_dir = paths.path(out_dir)
     _check_resume(out_dir, eval_config(model, suite, settings, rule, label))
 
     done: dict[str, dict] = {}
@@ -382,7 +382,7 @@ def run_suite(
 
 
 def predictions_path(out_dir: str | Path, task: str) -> Path:
-    return Path(out_dir) / "predictions" / f"{task}.jsonl"
+    return paths.path(out_dir) / "predictions" / f"{task}.jsonl"
 
 
 def write_predictions(out_dir: str | Path, task: str, rows: Sequence[dict]) -> None:
