@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variants",
         action="store_true",
         help="also, on every seed: ProMoT with LoRA in stage 1, stage 2 with the prompt "
-        "trainable, ProMoT at prompt lengths 10 and 100 (issue 19; ~25 more minutes)",
+        "trainable, ProMoT at prompt lengths 10 and 100 (issue 19; 36 min under load)",
     )
     parser.add_argument(
         "--lora", action="store_true", help="pilot: the LoRA pilot (LoRA stage 1's LR)"
