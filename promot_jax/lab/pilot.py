@@ -126,6 +126,21 @@ def _claim(out: str | Path | None, kind: str, entries: list[str], force: bool) -
     return out
 
 
+def _write(out: Path, record: dict, markdown: str, log: Callable[[str], None]) -> dict:
+    """The pilot's record (pilot.json) and its table (pilot.md), each written atomically."""
+    run_dirs.write_atomic(out / PILOT_JSON, json.dumps(record, indent=2))
+    run_dirs.write_atomic(out / PILOT_MD, markdown)
+    log(markdown)
+    return record
+
+
+def _per_seed(seeds: Sequence[dict]) -> str:
+    """'acc / acc | share / share': a table's accuracy and label-share cells, one per seed."""
+    acc = " / ".join(f"{x['accuracy']:.1f}" for x in seeds)
+    share = " / ".join(f"{x['label_share']:.1f}" for x in seeds)
+    return f"{acc} | {share}"
+
+
 def _at_steps(run_dir: Path, steps: Sequence[int]) -> dict[int, dict]:
     from promot_jax.evaluation import plots
 
@@ -201,10 +216,7 @@ def run_pilot(
         },
         "seconds": round(time.perf_counter() - start, 1),
     }
-    run_dirs.write_atomic(out / PILOT_JSON, json.dumps(record, indent=2))
-    run_dirs.write_atomic(out / PILOT_MD, pilot_markdown(record))
-    log(pilot_markdown(record))
-    return record
+    return _write(out, record, pilot_markdown(record), log)
 
 
 def pilot_markdown(record: Mapping) -> str:
@@ -216,9 +228,7 @@ def pilot_markdown(record: Mapping) -> str:
         "|---|---|---|---|",
     ]
     for r in record["stage1"]:
-        acc = " / ".join(f"{x['accuracy']:.1f}" for x in r["seeds"])
-        share = " / ".join(f"{x['label_share']:.1f}" for x in r["seeds"])
-        lines.append(f"| {r['prompt_length']} | {r['steps']} | {acc} | {share} |")
+        lines.append(f"| {r['prompt_length']} | {r['steps']} | {_per_seed(r['seeds'])} |")
     lines += ["", "| stage 2 (standard FT): LR | steps | accuracy per seed |", "|---|---|---|"]
     for r in record["stage2"]:
         acc = " / ".join(f"{x['accuracy']:.1f}" for x in r["seeds"])
@@ -280,10 +290,7 @@ def run_lora_pilot(
         "choice": {"lora_lr": lr},
         "seconds": round(time.perf_counter() - start, 1),
     }
-    run_dirs.write_atomic(out / PILOT_JSON, json.dumps(record, indent=2))
-    run_dirs.write_atomic(out / PILOT_MD, lora_pilot_markdown(record))
-    log(lora_pilot_markdown(record))
-    return record
+    return _write(out, record, lora_pilot_markdown(record), log)
 
 
 def lora_pilot_markdown(record: Mapping) -> str:
@@ -296,8 +303,6 @@ def lora_pilot_markdown(record: Mapping) -> str:
         "|---|---|---|",
     ]
     for r in record["lora_stage1"]:
-        acc = " / ".join(f"{x['accuracy']:.1f}" for x in r["seeds"])
-        share = " / ".join(f"{x['label_share']:.1f}" for x in r["seeds"])
-        lines.append(f"| {r['lora_lr']} | {acc} | {share} |")
+        lines.append(f"| {r['lora_lr']} | {_per_seed(r['seeds'])} |")
     lines += ["", f"Chosen by the registered rule: LoRA LR {record['choice']['lora_lr']}.", ""]
     return "\n".join(lines)
