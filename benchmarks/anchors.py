@@ -43,8 +43,10 @@ Timing: the workers of one group (the sides of one method, or with `--together` 
 a shape) are alive at once and are stepped in turn, one step each per round, alternating the
 order every round, so a drift of the machine's load hits them alike. Step time is the median
 of `--steps` timed steps after `--warmup` untimed ones; tokens/s counts the batch's input and
-target tokens (not the prompt's). Beside it: the CPU's measured matmul peak (XLA and torch,
-float32) and the share of it our step reaches (the step's FLOPs from XLA's cost analysis).
+target tokens (not the prompt's); CPU s is the worker's CPU time per step (all its threads),
+less moved than wall time when other processes share the CPUs. Beside it: the CPU's measured
+float32 matmul peak (XLA and torch, 2048^3) and %peak, our step's FLOPs (XLA's cost analysis,
+the same arithmetic on every side) per second of that side's step over the XLA peak.
 
   python benchmarks/anchors.py                       # both shapes, all sides, ~10 minutes
   python benchmarks/anchors.py --shapes lab --steps 9
@@ -734,7 +736,7 @@ def report(results: list[dict], peak: dict | None) -> list[str]:
         )
         lines.append(
             f"{'method':15s} {'side':6s} {'step s':>8s} {'CPU s':>7s} {'tok/s':>9s} "
-            f"{'RSS GiB':>8s} {'% peak':>7s}  {'speed ours/it':>13s} {'RSS ours/it':>11s}  steps"
+            f"{'RSS GiB':>8s} {'%peak':>7s}  {'speed ours/it':>13s} {'RSS ours/it':>11s}  steps"
         )
         for method in METHODS:
             for side in SIDES:
@@ -758,6 +760,7 @@ def report(results: list[dict], peak: dict | None) -> list[str]:
             if st1 and ft:
                 lines.append(
                     f"{side}: stage 1 step / fine-tuning step {st1['step_s'] / ft['step_s']:.2f}x"
+                    f" (CPU s {st1['cpu_s'] / ft['cpu_s']:.2f}x)"
                 )
     return lines
 
@@ -827,12 +830,19 @@ def main() -> None:
         )
         for group in groups:
             t0 = time.time()
-            results += run_group(shape, group, args.steps, args.warmup, args.threads, args.ab)
+            done = run_group(shape, group, args.steps, args.warmup, args.threads, args.ab)
+            results += done
+            shown = ", ".join(f"{r['side']} {r['step_s']:.3f} s" for r in done)
             print(
-                f"  {shape} {', '.join(dict.fromkeys(m for _, m in group))}: "
-                f"{time.time() - t0:.0f} s, load average {_load()}",
+                f"  {shape} {', '.join(dict.fromkeys(m for _, m in group))}: {shown} "
+                f"({time.time() - t0:.0f} s, load average {_load()})",
                 flush=True,
             )
+    if not args.together and len(methods) > 1:
+        print(
+            "\nours/it ratios come from steps taken in turn; the stage 1 / fine-tuning ratios "
+            "compare groups run one after the other (--together interleaves them too)"
+        )
     for line in report(results, peak):
         print(line)
     print(f"\n{time.time() - started:.0f} s in all; load average {_load()}")

@@ -166,7 +166,9 @@ def main() -> None:
     t0 = time.perf_counter()
     step()
     compile_s = time.perf_counter() - t0
-    hlo = parse_hlo(step.lowered().compile().as_text())
+    compiled = step.lowered().compile()
+    hlo = parse_hlo(compiled.as_text())
+    memory = compiled.memory_analysis()
     step()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,6 +180,15 @@ def main() -> None:
         f"{args.shape} {args.method}: step {wall:.3f} s wall (traced), {thread_time:.3f} s of XLA "
         f"thread time on {args.threads} threads; compile+first {compile_s:.1f} s; load {load}"
     )
+    if memory is not None:
+        gib = 2**30
+        print(
+            f"XLA buffers: arguments {memory.argument_size_in_bytes / gib:.2f} GiB, outputs "
+            f"{memory.output_size_in_bytes / gib:.2f} GiB (aliased "
+            f"{memory.alias_size_in_bytes / gib:.2f}), temporaries "
+            f"{memory.temp_size_in_bytes / gib:.2f} GiB, code "
+            f"{memory.generated_code_size_in_bytes / gib:.3f} GiB"
+        )
     by_cat: dict[str, float] = collections.defaultdict(float)
     cat_flops: dict[str, float] = collections.defaultdict(float)
     for name, secs in totals.items():
