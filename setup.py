@@ -46,7 +46,7 @@ TEST_REQUIRES = [
 ]
 
 # benchmarks/anchors.py: our step against transformers' MT5 with peft's prompt tuning (the
-# torch/transformers pins come from `test`; install both: pip install -e ".[test,bench]").
+# test extra's torch/transformers pins, plus peft): pip install -e ".[bench]".
 BENCH_REQUIRES = TEST_REQUIRES + ["peft>=0.17"]
 
 # `promot-jax plan`: XLA's TPU compiler (libtpu from PyPI) for the pinned jax, so stages
