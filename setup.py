@@ -45,6 +45,10 @@ TEST_REQUIRES = [
     "gcsfs==2026.10.1",
 ]
 
+# benchmarks/anchors.py: our step against transformers' MT5 with peft's prompt tuning (the
+# test extra's torch/transformers pins, plus peft): pip install -e ".[bench]".
+BENCH_REQUIRES = TEST_REQUIRES + ["peft>=0.17"]
+
 # `promot-jax plan`: XLA's TPU compiler (libtpu from PyPI) for the pinned jax, so stages
 # compile for TPU slices on a machine without one. Not in CI's install.
 TPU_REQUIRES = ["jax[tpu]==0.10.2"]
@@ -69,6 +73,6 @@ setup(
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES, "tpu": TPU_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "tpu": TPU_REQUIRES},
     entry_points={"console_scripts": ["promot-jax=promot_jax.cli:main"]},
 )

@@ -6,7 +6,9 @@ other, on the same machine in the same invocation, so ratios are comparable.
   forward+backward (issue 2): loss and gradients of all parameters, no optimizer,
       float32 and bfloat16 activations.
   training step (issue 4): promot_stage1, promot_stage2 and finetune, full update
-      with Adafactor on the trainable subtree only (P = 100 for prompt methods).
+      with Adafactor on the trainable subtree only (P = 100 for prompt methods): the
+      cases of benchmarks/anchors.py at its mt5_small shape (built there, one place;
+      anchors.py also runs them against transformers + peft).
 
 Shape: mT5-small (d 512, 6x64 heads, mlp 1024, 8+8 layers) with the vocabulary
 reduced to 32,128 (T5's) so it fits a laptop; batch 8, 512 input / 128 target tokens.
@@ -23,6 +25,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import anchors  # noqa: E402
 
 CASES = (
     "fwd_bwd_float32",
@@ -31,63 +39,31 @@ CASES = (
     "promot_stage2",
     "finetune",
 )
-BATCH, INPUTS, TARGETS, VOCAB, PROMPT = 8, 512, 128, 32128, 100
-
-
-def _batch(np, vocab):
-    rng = np.random.default_rng(0)
-    tgt = rng.integers(2, vocab, (BATCH, TARGETS)).astype(np.int32)
-    return {
-        "encoder_input_tokens": rng.integers(2, vocab, (BATCH, INPUTS)).astype(np.int32),
-        "decoder_target_tokens": tgt,
-        "decoder_input_tokens": np.concatenate([np.zeros((BATCH, 1), np.int32), tgt[:, :-1]], 1),
-        "decoder_loss_weights": np.ones((BATCH, TARGETS), np.float32),
-    }
+SHAPE = anchors.SHAPES["mt5_small"]
+BATCH, INPUTS, TARGETS, VOCAB = SHAPE.batch, SHAPE.inputs, SHAPE.targets, 32128
 
 
 def build_case(case: str):
     """A zero-argument callable doing one blocking step of `case` (compiled on first call)."""
     import jax
-    import numpy as np
 
-    from promot_jax import methods, network, train
-    from promot_jax.optimizer import OptimizerConfig, make_optimizer
+    from promot_jax import losses, network
 
-    batch = _batch(np, VOCAB)
-    if case.startswith("fwd_bwd"):
-        dtype = case.rsplit("_", 1)[1]
-        cfg = network.mt5_config("small", vocab_size=VOCAB, dtype=dtype)
-        model = network.Transformer(cfg)
-        params = network.init_params(cfg, jax.random.key(0))
+    if not case.startswith("fwd_bwd"):
+        return anchors.build_ours(anchors.make_case("mt5_small", case))
+    batch = anchors.make_batch(anchors.make_case("mt5_small", "finetune"))
+    dtype = case.rsplit("_", 1)[1]
+    cfg = network.mt5_config("small", vocab_size=VOCAB, dtype=dtype)
+    model = network.Transformer(cfg)
+    params = network.init_params(cfg, jax.random.key(0))
 
-        def loss_fn(p):
-            return train.batch_loss(model, p, batch)[0]
+    def loss_fn(p):
+        return losses.batch_loss(model, p, batch)[0]
 
-        fn = jax.jit(jax.value_and_grad(loss_fn))
+    fn = jax.jit(jax.value_and_grad(loss_fn))
 
-        def step():
-            jax.block_until_ready(fn(params))
-
-        return step
-    else:
-        method = methods.get_method(case)
-        cfg = network.mt5_config(
-            "small",
-            vocab_size=VOCAB,
-            dtype="float32",
-            prompt_length=PROMPT if method.has_prompt else 0,
-        )
-        params = network.init_params(cfg, jax.random.key(0))
-        trainable, frozen = methods.split(method, params)
-        tx = make_optimizer(method, OptimizerConfig())
-        state = {"trainable": trainable, "opt": jax.jit(tx.init)(trainable)}
-        fn = train.make_train_step(network.Transformer(cfg), tx, z_loss=1e-4)
-
-        def step():
-            state["trainable"], state["opt"], metrics = fn(
-                state["trainable"], frozen, state["opt"], batch, jax.random.key(0)
-            )
-            jax.block_until_ready(metrics["loss"])
+    def step():
+        jax.block_until_ready(fn(params))
 
     return step
 

@@ -184,6 +184,35 @@ def mask_to_bias(mask: jax.Array | None, dtype: jnp.dtype) -> jax.Array | None:
     return jnp.where(mask > 0, 0.0, NEG_INF).astype(dtype)
 
 
+@jax.custom_vjp
+def add_shared_bias(mask_bias: jax.Array, bias: jax.Array) -> jax.Array:
+    """`mask_bias [B, 1, q, k] + bias [1, H, q, k]`; the same values, but the gradient of
+    `bias` sums the batch rows with a chain of adds instead of a reduction over the leading
+    axis: XLA's CPU backend (jax 0.10, YNNPACK reduce fusions) runs that reduction about 50x
+    slower, and merged every encoder layer's into one fusion at the end of the backward
+    pass, holding all their [B, H, q, k] gradients alive (8 x 50 MB at mT5-small)."""
+    return mask_bias + bias
+
+
+def _sum_to(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """`g` summed down to `shape`, which broadcasts to it; the leading axis by a chain of adds."""
+    if shape[0] == 1 and g.shape[0] != 1:
+        g = functools.reduce(jnp.add, [g[i] for i in range(g.shape[0])])[None]
+    axes = tuple(i for i, (n, m) in enumerate(zip(g.shape, shape, strict=True)) if m == 1 < n)
+    return jnp.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _add_shared_bias_fwd(mask_bias, bias):
+    return mask_bias + bias, (mask_bias.shape, bias.shape)
+
+
+def _add_shared_bias_bwd(shapes, g):
+    return _sum_to(g, shapes[0]), _sum_to(g, shapes[1])
+
+
+add_shared_bias.defvjp(_add_shared_bias_fwd, _add_shared_bias_bwd)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head dot-product attention with an optional autoregressive kv cache.
 
@@ -266,7 +295,7 @@ class MultiHeadAttention(nn.Module):
 
         attn_bias = mask_to_bias(mask, self.dtype)
         if bias is not None:
-            attn_bias = bias if attn_bias is None else attn_bias + bias
+            attn_bias = bias if attn_bias is None else add_shared_bias(attn_bias, bias)
 
         if self.float32_logits:
             query, key = query.astype(jnp.float32), key.astype(jnp.float32)
