@@ -77,8 +77,13 @@ def _i(estimate, half=1.0):
 
 
 def test_each_variant_verdict_can_come_out_either_way():
+    claims = (report.LORA_CLAIM, report.FROZEN_PROMPT_CLAIM, report.LENGTH_CLAIM)
+
     def judge(diff_intervals):
-        comparisons = [(f"c{k}", [(10, d), (11, d)]) for k, d in enumerate(diff_intervals)]
+        comparisons = [
+            report.Comparison(f"c{k}", [(10, d), (11, d)], claim)
+            for k, (d, claim) in enumerate(zip(diff_intervals, claims, strict=True))
+        ]
         return [v.verdict for v in report.variant_verdicts(comparisons)]
 
     assert judge([_i(5), _i(5), _i(5)]) == [verdicts.REPRODUCED] * 3
@@ -87,8 +92,13 @@ def test_each_variant_verdict_can_come_out_either_way():
         verdicts.NOT_REPRODUCED,
         verdicts.REPRODUCED,
     ]
-    claims = [v.claim for v in report.variant_verdicts([("a", [(10, _i(1))])] * 3)]
-    assert "LoRA" in claims[0] and "freezing" in claims[1] and "longer prompt" in claims[2]
+    # A comparison without a registered claim (P = 10 - P = 50) gets no verdict, wherever it is.
+    mixed = [report.Comparison("unregistered", [(10, _i(9))]), *[
+        report.Comparison(f"c{k}", [(10, _i(1))], c) for k, c in enumerate(claims)
+    ]]  # fmt: skip
+    found = [v.claim for v in report.variant_verdicts(mixed)]
+    assert found == [c[0] for c in claims]
+    assert "LoRA" in found[0] and "freezing" in found[1] and "longer prompt" in found[2]
 
 
 def test_lora_pilot_rule_picks_the_best_passing_lr_and_the_lowest_within_a_tie():

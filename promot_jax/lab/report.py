@@ -231,49 +231,71 @@ def paired_norm(
     ]  # fmt: skip
 
 
-def variant_comparisons(
-    scored: Scored, settings: LabSettings
-) -> list[tuple[str, list[tuple[int, stats.Interval]]]]:
+# The registered variant claims (docs/lab_design.md "Variants"): (claim, paper's figure).
+LORA_CLAIM = (
+    "LoRA in stage 1 protects worse than the prompt: ProMoT's Norm. Avg. above ProMoT-LoRA's",
+    paper.TABLE15,
+)
+FROZEN_PROMPT_CLAIM = (
+    "freezing the prompt in stage 2 matters: ProMoT's Norm. Avg. above the variant whose "
+    "prompt keeps training",
+    "not measured; joint tuning from scratch collapses like FT",
+)
+LENGTH_CLAIM = (
+    "a longer prompt protects more: ProMoT's Norm. Avg. at the longest prompt above the shortest",
+    "not measured; the paper uses P = 100",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """A paired Norm. Avg. difference per seed, and the registered claim it judges (if any)."""
+
+    name: str
+    diffs: list[tuple[int, stats.Interval]]
+    claim: tuple[str, str] | None = None
+
+
+def variant_comparisons(scored: Scored, settings: LabSettings) -> list[Comparison]:
     """The variants' paired Norm. Avg. differences per seed (docs/lab_design.md)."""
     main = settings.prompt_length
     short, long = min(settings.variant_prompt_lengths), max(settings.variant_prompt_lengths)
     promot, p = (MAIN, PROMOT), lambda n: (VARIANTS, prompt_length_label(PROMOT, n))
     pairs = [
-        (f"ProMoT - {PROMOT_LORA}", promot, (VARIANTS, PROMOT_LORA)),
-        ("ProMoT - prompt trainable in stage 2", promot, (VARIANTS, PROMPT_TRAINABLE)),
-        (f"ProMoT P = {long} - P = {short}", p(long), p(short)),
-        *[(f"ProMoT P = {n} - P = {main}", p(n), promot) for n in settings.variant_prompt_lengths],
-    ]
-    return [(name, paired_norm(scored, a, b, settings.bootstrap_samples)) for name, a, b in pairs]
-
-
-def variant_verdicts(comparisons: Sequence[tuple[str, list]]) -> list[verdicts.Verdict]:
-    """The three registered claims: the first three comparisons, in order."""
-    claims = (
-        ("LoRA in stage 1 protects worse than the prompt: ProMoT's Norm. Avg. above "
-         "ProMoT-LoRA's", paper.TABLE15),
-        ("freezing the prompt in stage 2 matters: ProMoT's Norm. Avg. above the variant whose "
-         "prompt keeps training", "not measured; joint tuning from scratch collapses like FT"),
-        ("a longer prompt protects more: ProMoT's Norm. Avg. at the longest prompt above the "
-         "shortest", "not measured; the paper uses P = 100"),
-    )  # fmt: skip
+        (f"ProMoT - {PROMOT_LORA}", promot, (VARIANTS, PROMOT_LORA), LORA_CLAIM),
+        ("ProMoT - prompt trainable in stage 2", promot, (VARIANTS, PROMPT_TRAINABLE),
+         FROZEN_PROMPT_CLAIM),
+        (f"ProMoT P = {long} - P = {short}", p(long), p(short), LENGTH_CLAIM),
+        *[(f"ProMoT P = {n} - P = {main}", p(n), promot, None)
+          for n in settings.variant_prompt_lengths],
+    ]  # fmt: skip
+    samples = settings.bootstrap_samples
     return [
-        verdicts.judge_above(claim, ref, [i for _, i in diffs])
-        for (claim, ref), (_, diffs) in zip(claims, comparisons, strict=False)
-        if diffs
+        Comparison(name, paired_norm(scored, a, b, samples), claim) for name, a, b, claim in pairs
     ]
 
 
-def variants_section(scored: Scored, settings: LabSettings, comparisons) -> list[str]:
+def variant_verdicts(comparisons: Sequence[Comparison]) -> list[verdicts.Verdict]:
+    """A verdict for each comparison that carries a registered claim and has seeds."""
+    return [
+        verdicts.judge_above(*c.claim, [i for _, i in c.diffs])
+        for c in comparisons
+        if c.claim and c.diffs
+    ]
+
+
+def variants_section(
+    scored: Scored, settings: LabSettings, comparisons: Sequence[Comparison]
+) -> list[str]:
     labels = [r.label for r in scored.plan.rows_of(VARIANTS) if r.seed == settings.seeds[0]]
     lines = [
         "| comparison (Norm. Avg.) | " + " | ".join(f"seed {s}" for s in settings.seeds) + " |",
         "|---|" + "---|" * len(settings.seeds),
     ]
-    for name, diffs in comparisons:
-        by_seed = dict(diffs)
+    for c in comparisons:
+        by_seed = dict(c.diffs)
         cells = [by_seed[s].text() if s in by_seed else "-" for s in settings.seeds]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
     groups = {**scored.group(MAIN, (PROMOT,)), **scored.group(VARIANTS)}
     return [
         f"## Variants: LoRA in stage 1, a trainable prompt, prompt length (every seed; "
@@ -591,8 +613,7 @@ def write_report(
             for k in ("target", "norm", "leak", "ft_vs_pre", "promot_vs_pre")
         },
         "variants": {
-            name: {str(seed): dataclasses.asdict(i) for seed, i in diffs}
-            for name, diffs in variants
+            c.name: {str(seed): dataclasses.asdict(i) for seed, i in c.diffs} for c in variants
         },
         "rows": {
             row.key: {
