@@ -69,7 +69,9 @@ def test_variant_stages_are_the_methods_and_settings_registered():
 
 def test_a_variant_length_equal_to_the_main_rows_is_refused():
     with pytest.raises(ValueError, match="repeats the main rows' prompt_length 50"):
-        LabSettings(variant_prompt_lengths=(10, 50))
+        LabSettings(run_variants=True, variant_prompt_lengths=(10, 50))
+    # Without the variants the lengths mean nothing: the pilot's P = 10 / 100 settings stand.
+    assert LabSettings(prompt_length=10).prompt_length == 10
 
 
 def _i(estimate, half=1.0):

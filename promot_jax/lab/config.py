@@ -119,7 +119,7 @@ class LabSettings:
             raise ValueError("LabSettings.seeds is empty; give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"LabSettings.seeds repeats a seed: {self.seeds}")
-        if self.prompt_length in self.variant_prompt_lengths:
+        if self.run_variants and self.prompt_length in self.variant_prompt_lengths:
             raise ValueError(
                 f"variant_prompt_lengths {self.variant_prompt_lengths} repeats the main rows' "
                 f"prompt_length {self.prompt_length}; give only other lengths"
