@@ -11,14 +11,14 @@ import promot_tasks  # noqa: F401  (registers the toy tasks)
 from promot_jax.evaluation import runner
 from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
 from promot_jax.lab import evaluate
-from promot_jax.lab.config import BASE_DIR
+from promot_jax.lab.config import BASE_DIR, LabBase
 
 LENGTHS = evaluate.DMT_LENGTHS
 
 
 @pytest.fixture(scope="module")
 def base_and_scorer():
-    base = evaluate.load_base(BASE_DIR)
+    base = evaluate.load_base(LabBase(BASE_DIR))
     return base, TeacherForcedScorer(base.config, LENGTHS)
 
 

@@ -10,7 +10,7 @@ import seqio
 
 from promot_jax import checkpoints
 from promot_jax.lab import mixtures
-from promot_jax.lab.config import BASE_DIR, PretrainSettings, base_model_config
+from promot_jax.lab.config import BASE_DIR, LabBase, PretrainSettings, base_model_config
 from promot_jax.lab.plan import LENGTHS
 
 
@@ -79,7 +79,7 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
     assert len(settings.seeds) >= 3
     stages = [
         st
-        for exp in plan.build_plan(settings, BASE_DIR, tmp_path).experiments
+        for exp in plan.build_plan(settings, LabBase(BASE_DIR), tmp_path).experiments
         for st in exp.stages.values()
     ]
     for st in stages:
@@ -87,7 +87,7 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
         assert st.model.dropout_rate == (settings.model_dropout if tuned else 0.0), st.method
         assert st.label_smoothing == (settings.model_label_smoothing if tuned else 0.0), st.method
     # The controls run the model-tuning recipe of standard FT on other data.
-    exps = {e.name: e for e in plan.build_plan(settings, BASE_DIR, tmp_path).experiments}
+    exps = {e.name: e for e in plan.build_plan(settings, LabBase(BASE_DIR), tmp_path).experiments}
     ft = exps["main/finetune/s10"].stages["ft"]
     for name, mixture in (
         ("controls/pretraining_mixture/s10", "lab_toy_pretrain"),
@@ -119,3 +119,32 @@ def test_lab_lengths_truncate_no_example(key):
                     longest[feature] = max(longest[feature], len(ex[feature]))
             for feature, n in longest.items():
                 assert n <= lengths[feature], f"{task} {split}: {feature} of {n} > {lengths}"
+
+
+def test_the_scale_axis_base_has_at_least_four_times_the_parameters():
+    from promot_jax.lab.config import LAB_SIZES, SHIPPED_SIZE
+
+    shipped = LabBase(BASE_DIR, SHIPPED_SIZE).parameters
+    assert set(LAB_SIZES) == {"2m", "10m"}
+    assert LabBase(BASE_DIR, "10m").parameters >= 4 * shipped
+    assert base_model_config("10m").vocab_size == base_model_config().vocab_size  # toy world
+
+
+def test_a_base_is_read_at_its_own_size_and_the_plan_trains_that_size(tmp_path):
+    import jax
+
+    from promot_jax import network
+    from promot_jax.lab import plan
+    from promot_jax.lab.config import LabSettings
+
+    assert LabBase.read(BASE_DIR) == LabBase(BASE_DIR.absolute(), "2m")
+    config = base_model_config("10m")
+    checkpoints.save_params(network.init_params(config, jax.random.key(0)), tmp_path / "b10")
+    base = LabBase.read(tmp_path / "b10")
+    assert base.size == "10m"
+    lab = plan.build_plan(LabSettings(), base, tmp_path / "lab")
+    assert lab.base == base
+    for exp in lab.experiments:
+        for st in exp.stages.values():
+            assert (st.model.emb_dim, st.model.num_encoder_layers) == (256, 4), exp.name
+            assert st.init_checkpoint == str(base.path), exp.name  # no DMT in the default lab

@@ -11,14 +11,14 @@ import pytest
 
 from promot_jax.cli import main
 from promot_jax.lab import pilot, plan, report, verdicts
-from promot_jax.lab.config import BASE_DIR, LabSettings
+from promot_jax.lab.config import BASE_DIR, LabBase, LabSettings
 from promot_jax.lab.stats import Interval
 
 SETTINGS = LabSettings(run_variants=True)
 
 
 def _plan(settings=SETTINGS):
-    return plan.build_plan(settings, BASE_DIR, Path("/lab"))
+    return plan.build_plan(settings, LabBase(BASE_DIR), Path("/lab"))
 
 
 def _experiment(p, name):

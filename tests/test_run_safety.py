@@ -411,3 +411,14 @@ def test_a_base_of_another_shape_fails_before_the_lab_writes(capsys, tmp_path):
     line = _one_error_line(err)
     assert "is not a base for the lab" in line and "2176" in line
     assert not out.exists()
+
+
+def test_an_unknown_size_or_a_size_given_to_the_lab_is_refused(capsys, tmp_path):
+    out = tmp_path / "pre"
+    code, err = _run(capsys, "lab", "pretrain", "--size", "20m", "--out", str(out))
+    assert code == 2
+    assert "unknown lab model size '20m'; the sizes are 2m, 10m" in _one_error_line(err)
+    code, err = _run(capsys, "lab", "--quick", "--size", "10m", "--out", str(out))
+    assert code == 2
+    assert "--size only apply to `promot-jax lab pretrain`" in _one_error_line(err)
+    assert not out.exists()

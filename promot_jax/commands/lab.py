@@ -10,6 +10,7 @@ promot-jax lab pilot --out DIR       # the registered pilot that chose the lab's
 promot-jax lab pilot --lora --out DIR  # the LoRA pilot that chose --variants' LoRA LR
 promot-jax lab --variants            # + LoRA stage 1, trainable prompt, prompt lengths
 promot-jax lab pretrain --out DIR    # pretrain the base model (DIR/base_model) and score it
+promot-jax lab pretrain --size 10m --out DIR  # the scale axis: a 4.5x base (lab --base reads it)
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=None, help="pretrain: number of steps")
     parser.add_argument(
+        "--size",
+        default=None,
+        help="pretrain: the base's size, one of lab/config.py's LAB_SIZES (2m: the shipped "
+        "base; 10m: 4.5x its parameters); the lab reads the size from the --base it is given",
+    )
+    parser.add_argument(
         "--eval_examples", type=int, default=32, help="pretrain: examples per suite task"
     )
 
@@ -98,8 +105,9 @@ def _pretrain(args) -> int:
     from promot_jax import run_dirs
     from promot_jax.evaluation import reports, runner
     from promot_jax.lab import evaluate, pipeline, pretrain
-    from promot_jax.lab.config import PretrainSettings
+    from promot_jax.lab.config import SHIPPED_SIZE, LabBase, PretrainSettings, check_size
 
+    size = check_size(args.size or SHIPPED_SIZE)
     if args.out is None:
         raise ValueError("`promot-jax lab pretrain` needs --out DIR")
     settings = PretrainSettings()
@@ -107,12 +115,12 @@ def _pretrain(args) -> int:
         settings = dataclasses.replace(settings, steps=args.steps)
     pipeline.enable_compile_cache()
     start = time.perf_counter()
-    base = pretrain.pretrain(args.out, settings)
+    base = pretrain.pretrain(args.out, settings, size)
     seconds = time.perf_counter() - start
     print(f"pretrained base: {base} ({seconds:.0f}s)")
     n = args.eval_examples
     evaluator = evaluate.LabEvaluator(runner.DecodeSettings(search="greedy", max_examples=n), n, n)
-    model = evaluate.load_base(base)
+    model = evaluate.load_base(LabBase(base, size))
     run, _ = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
     dmt = evaluator.dmt_run(model, "pretrained base")
     run["dmt"], run["dmt_teacher_forced"] = dmt["scores"], dmt["teacher_forced"]
@@ -125,7 +133,7 @@ def _pretrain(args) -> int:
 
 # Flags that only one action reads, and their defaults: given to the other, they are refused.
 ACTION_FLAGS = {
-    "pretrain": {"steps": None, "eval_examples": 32},
+    "pretrain": {"steps": None, "eval_examples": 32, "size": None},
     "run": {
         "quick": False,
         "force": False,

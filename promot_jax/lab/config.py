@@ -29,17 +29,77 @@ BASE_DIR = Path(__file__).parent / "base_model"  # the shipped pretrained checkp
 VOCAB_SIZE = 2176  # the toy vocabulary (2100 ids) padded to a multiple of 128
 
 
-# The lab's model: mT5's architecture at 128-d, 3+3 layers, 4 heads of 32, MLP 512 (2.3M
-# parameters, 9 MB in float32). The 64-d 2+2-layer 'tiny' stayed at chance on the toy suite.
-LAB_MODEL = dict(
-    emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512, num_encoder_layers=3, num_decoder_layers=3
-)
+# The lab's models: mT5's architecture on the toy vocabulary, by size name. "2m" is the
+# shipped base (128-d, 3+3 layers, 4 heads of 32, MLP 512: 2.3M parameters, 9 MB in
+# float32; the 64-d 2+2-layer 'tiny' stayed at chance on the toy suite). "10m" is the
+# scale axis (issue 15): 256-d, 4+4 layers, 4 heads of 64, MLP 1024, 10.6M parameters
+# (4.5x), pretrained by `promot-jax lab pretrain --size 10m` with the same settings and data.
+LAB_SIZES = {
+    "2m": dict(
+        emb_dim=128, num_heads=4, head_dim=32, mlp_dim=512, num_encoder_layers=3,
+        num_decoder_layers=3,
+    ),
+    "10m": dict(
+        emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_encoder_layers=4,
+        num_decoder_layers=4,
+    ),
+}  # fmt: skip
+SHIPPED_SIZE = "2m"  # BASE_DIR's size
 
 
-def base_model_config(**overrides) -> network.T5Config:
-    """The lab's model (LAB_MODEL) on the toy vocabulary, float32."""
-    fields = {**LAB_MODEL, **overrides}
+def check_size(size: str) -> str:
+    if size not in LAB_SIZES:
+        raise ValueError(f"unknown lab model size {size!r}; the sizes are {', '.join(LAB_SIZES)}")
+    return size
+
+
+def base_model_config(size: str = SHIPPED_SIZE, **overrides) -> network.T5Config:
+    """The lab's model of `size` (LAB_SIZES) on the toy vocabulary, float32."""
+    fields = {**LAB_SIZES[check_size(size)], **overrides}
     return network.mt5_config("tiny", vocab_size=VOCAB_SIZE, dtype="float32", **fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabBase:
+    """A pretrained base checkpoint and its size (read from its shapes by `read`)."""
+
+    path: Path
+    size: str = SHIPPED_SIZE
+
+    def config(self, **overrides) -> network.T5Config:
+        return base_model_config(self.size, **overrides)
+
+    @property
+    def parameters(self) -> int:
+        from promot_jax.param_count import count_params
+
+        return count_params(self.config())["total"]
+
+    @classmethod
+    def read(cls, path: str | Path | None = None) -> LabBase:
+        """The base at `path` (default: the shipped one), its size found by loading it at
+        each registered size; a checkpoint that matches none fails naming each mismatch."""
+        from promot_jax import checkpoints
+
+        path = Path(path or BASE_DIR).absolute()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"base checkpoint {path} does not exist; create it with "
+                "`promot-jax lab pretrain --out DIR [--size NAME]` and pass "
+                "--base DIR/base_model"
+            )
+        errors = []
+        for size in LAB_SIZES:
+            try:
+                checkpoints.load_params(path, base_model_config(size))
+                return cls(path, size)
+            except (ValueError, KeyError) as err:
+                errors.append(f"as {size}: {err}")
+        raise ValueError(
+            f"--base {path} is not a base for the lab (mT5 architecture at one of the lab's "
+            f"sizes on the toy vocabulary, as `promot-jax lab pretrain` writes); "
+            + "; ".join(errors)
+        )
 
 
 @dataclasses.dataclass(frozen=True)

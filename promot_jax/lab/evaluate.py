@@ -18,7 +18,7 @@ from promot_jax import checkpoints, run_dirs
 from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
 from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
-from promot_jax.lab.config import base_model_config
+from promot_jax.lab.config import LabBase
 from promot_jax.lab.mixtures import DMT_DOMAIN, DMT_GENERAL
 from promot_jax.lab.plan import LENGTHS
 from promot_tasks.toy_world import formats
@@ -27,10 +27,10 @@ DMT_TASKS = (*DMT_DOMAIN, *DMT_GENERAL)
 DMT_LENGTHS = LENGTHS["dmt"]  # the DMT stages' own feature lengths
 
 
-def load_base(path: str | Path) -> LoadedModel:
+def load_base(base: LabBase) -> LoadedModel:
     """The pretrained base checkpoint (our params format) as an evaluable model, no prompt."""
-    config = base_model_config(dropout_rate=0.0)
-    return LoadedModel(config, checkpoints.load_params(path, config), str(path), None)
+    config = base.config(dropout_rate=0.0)
+    return LoadedModel(config, checkpoints.load_params(base.path, config), str(base.path), None)
 
 
 class LabEvaluator:
@@ -146,7 +146,7 @@ def evaluate(
     evaluator: LabEvaluator,
     out_dir: Path,
     source: Path | None,
-    base: Path,
+    base: LabBase,
     target: str | None,
     rule: str,
     label: str,

@@ -37,7 +37,7 @@ import numpy as np
 
 from promot_jax import run_dirs
 from promot_jax.lab import verdicts
-from promot_jax.lab.config import BASE_DIR, PILOT_SEEDS, PRIMARY_TARGET, LabSettings
+from promot_jax.lab.config import PILOT_SEEDS, PRIMARY_TARGET, LabBase, LabSettings
 
 PROMPT_LENGTHS = (10, 50, 100)
 STAGE1_STEPS = (200, 400)
@@ -166,7 +166,7 @@ def run_pilot(
     from promot_jax import experiment
     from promot_jax.lab import pipeline, plan
 
-    base = Path(base or BASE_DIR).absolute()
+    base = LabBase.read(base)
     stage1_steps = (2, 4) if quick else STAGE1_STEPS
     options = tuple((lr, max(2, s // 75)) for lr, s in STAGE2_OPTIONS) if quick else STAGE2_OPTIONS
     examples = 8 if quick else 200
@@ -256,7 +256,7 @@ def run_lora_pilot(
     from promot_jax import experiment
     from promot_jax.lab import pipeline, plan
 
-    base = Path(base or BASE_DIR).absolute()
+    base = LabBase.read(base)
     settings = LabSettings(seeds=(0,))
     steps = 4 if quick else settings.stage1_steps
     examples = 8 if quick else 200

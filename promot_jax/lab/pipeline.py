@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from promot_jax import run_dirs
-from promot_jax.lab.config import BASE_DIR, LabSettings
+from promot_jax.lab.config import LabBase, LabSettings
 
 LAB_KIND = "lab"
 LAB_JSON = "lab.json"
@@ -34,21 +34,6 @@ def enable_compile_cache() -> None:
     )
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
-def check_base(base: Path) -> None:
-    """Reads `base` against the lab's model on the toy vocabulary; a checkpoint of another
-    shape or vocabulary fails here, naming its first mismatch, before anything is written."""
-    from promot_jax import checkpoints
-    from promot_jax.lab.config import base_model_config
-
-    try:
-        checkpoints.load_params(base, base_model_config())
-    except (ValueError, KeyError) as err:
-        raise ValueError(
-            f"--base {base} is not a base for the lab (mT5 architecture at the lab's size on "
-            f"the toy vocabulary, as `promot-jax lab pretrain` writes): {err}"
-        ) from None
 
 
 def default_out_dir() -> Path:
@@ -125,15 +110,13 @@ def run_lab(
 ) -> Path:
     """Runs (or resumes) the whole lab and writes `<out>/report.md`; returns `out`."""
     settings = settings or LabSettings()
-    base = Path(base or BASE_DIR).absolute()
-    if not base.exists():
-        raise FileNotFoundError(
-            f"base checkpoint {base} does not exist; create it with "
-            "`promot-jax lab pretrain --out DIR` and pass --base DIR/base_model"
-        )
-    check_base(base)
+    base = LabBase.read(base)
     out = Path(out or default_out_dir()).absolute()
-    record = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "base": str(base)}
+    record = {
+        "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
+        "base": str(base.path),
+        "size": base.size,
+    }
     from promot_jax.lab import plan
 
     lab_plan = plan.build_plan(settings, base, out)

@@ -32,9 +32,9 @@ from promot_jax.lab.config import (
     PRIMARY_TARGET,
     SECONDARY_TARGET,
     SHUFFLED_TARGET,
+    LabBase,
     LabSettings,
     PretrainSettings,
-    base_model_config,
 )
 from promot_jax.optimizer import OptimizerConfig
 from promot_jax.train import PREVIOUS_STAGE
@@ -143,6 +143,7 @@ class Row:
 class Plan:
     experiments: list[Experiment]
     rows: list[Row]
+    base: LabBase
 
     def rows_of(self, table: str, label: str | None = None) -> list[Row]:
         return [r for r in self.rows if r.table == table and label in (None, r.label)]
@@ -155,7 +156,7 @@ def _stage(
     lr: float,
     lengths: dict,
     settings: LabSettings,
-    base: Path,
+    base: LabBase,
     seed: int,
     *,
     prompt_lr: float | None = None,
@@ -168,7 +169,7 @@ def _stage(
     return train.StageConfig(
         method=method,
         mixture=mixture,
-        model=base_model_config(
+        model=base.config(
             prompt_length=settings.prompt_length if m.has_prompt else 0,
             dropout_rate=settings.model_dropout if m.trains_trunk else 0.0,
             lora_rank=settings.lora_rank if m.has_lora else 0,
@@ -180,7 +181,7 @@ def _stage(
         optimizer=OptimizerConfig(
             learning_rate=lr, prompt_learning_rate=prompt_lr, lora_learning_rate=settings.lora_lr
         ),
-        init_checkpoint=init or str(base),
+        init_checkpoint=init or str(base.path),
         prompt_file=prompt_file,
         adapter_file=PREVIOUS_STAGE if m.lora_source == PREVIOUS_STAGE else None,
         save_every=max(steps, 1),
@@ -194,7 +195,7 @@ def _stage(
     )
 
 
-def _model_tuning(method: str, task: str, settings: LabSettings, base: Path, seed: int, **kw):
+def _model_tuning(method: str, task: str, settings: LabSettings, base: LabBase, seed: int, **kw):
     """A stage-2-length model-tuning stage (standard FT, joint, controls) on `task`."""
     lengths = kw.pop("lengths", None) or LENGTHS[task]
     return _stage(
@@ -205,7 +206,7 @@ def _model_tuning(method: str, task: str, settings: LabSettings, base: Path, see
 def _promot(
     task: str,
     settings: LabSettings,
-    base: Path,
+    base: LabBase,
     seed: int,
     every: int,
     methods_: tuple[str, str] = ("promot_stage1", "promot_stage2"),
@@ -227,7 +228,9 @@ def _promot(
     }  # fmt: skip
 
 
-def _target_rows(table: str, task: str, settings: LabSettings, base: Path, seed: int, every: int):
+def _target_rows(
+    table: str, task: str, settings: LabSettings, base: LabBase, seed: int, every: int
+):
     """Standard FT, prompt tuning and ProMoT on `task` for one seed."""
     ft, promot = f"{table}/finetune/s{seed}", f"{table}/promot/s{seed}"
     monitor = task if every else None
@@ -248,7 +251,7 @@ def _target_rows(table: str, task: str, settings: LabSettings, base: Path, seed:
     return exps, rows
 
 
-def build_plan(settings: LabSettings, base: Path, root: Path) -> Plan:
+def build_plan(settings: LabSettings, base: LabBase, root: Path) -> Plan:
     """The lab's experiments and rows for `settings` and base checkpoint `base`."""
     exps: list[Experiment] = []
     rows: list[Row] = [Row(MAIN, PRETRAINED, 0, BASE, PRIMARY_TARGET, rule="never")]
@@ -291,10 +294,10 @@ def build_plan(settings: LabSettings, base: Path, root: Path) -> Plan:
         e, r = _dmt(settings, base, first, root)
         exps += e
         rows += r
-    return Plan(exps, rows)
+    return Plan(exps, rows, base)
 
 
-def _controls(settings: LabSettings, base: Path, seed: int):
+def _controls(settings: LabSettings, base: LabBase, seed: int):
     """C1, C2 and C4 (C3, prompt tuning alone, is a main row): the same model-tuning recipe
     as standard FT, on other data, scored on the primary target and the suite."""
     p = PretrainSettings()
@@ -315,7 +318,7 @@ def _controls(settings: LabSettings, base: Path, seed: int):
     return exps, rows
 
 
-def _regularization_grid(settings: LabSettings, base: Path, seed: int):
+def _regularization_grid(settings: LabSettings, base: LabBase, seed: int):
     """Standard FT and ProMoT on the primary target with each REGULARIZATION_GRID setting of
     stage 2's dropout and label smoothing. ProMoT's stage 1 is the seed's main one, rerun
     (it has no dropout or label smoothing, so the same seed gives the same prompt)."""
@@ -338,7 +341,7 @@ def _regularization_grid(settings: LabSettings, base: Path, seed: int):
     return exps, rows
 
 
-def _ablations(settings: LabSettings, base: Path, seed: int):
+def _ablations(settings: LabSettings, base: LabBase, seed: int):
     """ProMoT + 1-shot [P Table 3] and the Table 6 ablations: joint (and, when asked for,
     FT with a fixed random prompt), on the primary target."""
     one, joint = f"ablations/promot_1shot/s{seed}", f"ablations/joint/s{seed}"
@@ -366,7 +369,7 @@ def _ablations(settings: LabSettings, base: Path, seed: int):
     return exps, rows
 
 
-def _variants(settings: LabSettings, base: Path, seed: int):
+def _variants(settings: LabSettings, base: LabBase, seed: int):
     """Issue 19's rows for one seed (docs/lab_design.md, "Variants"): LoRA adapters in
     stage 1 instead of the prompt; stage 2 with the prompt still training (at its own LR)
     from a stage 1 equal to the seed's main one (rerun: it has no dropout, so the same seed
@@ -401,7 +404,7 @@ def _variants(settings: LabSettings, base: Path, seed: int):
     return exps, rows
 
 
-def _dmt(settings: LabSettings, base: Path, seed: int, root: Path):
+def _dmt(settings: LabSettings, base: LabBase, seed: int, root: Path):
     """DMT Table 1 analogs; every DMT run shares the mixed-sequential domain stage."""
 
     def stage(mixture: str, steps: int | None = None, init: str | None = None):

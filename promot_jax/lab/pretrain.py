@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from promot_jax import run_dirs, train
-from promot_jax.lab.config import PretrainSettings, base_model_config
+from promot_jax.lab.config import SHIPPED_SIZE, PretrainSettings, base_model_config, check_size
 from promot_jax.lab.mixtures import register_lab_pretrain
 from promot_jax.optimizer import OptimizerConfig
 
@@ -26,11 +26,13 @@ BASE_MODEL_DIR = "base_model"
 PRETRAIN_KIND = "pretrain"
 
 
-def pretrain_stage(settings: PretrainSettings, run_dir: Path) -> train.StageConfig:
+def pretrain_stage(
+    settings: PretrainSettings, run_dir: Path, size: str = SHIPPED_SIZE
+) -> train.StageConfig:
     return train.StageConfig(
         method="finetune",
         mixture=register_lab_pretrain(settings),
-        model=base_model_config(),
+        model=base_model_config(size),
         steps=settings.steps,
         run_dir=str(run_dir),
         batch_size=settings.batch_size,
@@ -49,9 +51,13 @@ def pretrain_stage(settings: PretrainSettings, run_dir: Path) -> train.StageConf
     )
 
 
-def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
-    """Runs (or resumes) pretraining under `out`; returns `<out>/base_model` (params dir)."""
+def pretrain(
+    out: str | Path, settings: PretrainSettings | None = None, size: str = SHIPPED_SIZE
+) -> Path:
+    """Runs (or resumes) pretraining of a `size` base (config.LAB_SIZES) under `out`;
+    returns `<out>/base_model` (params dir)."""
     settings = settings or PretrainSettings()
+    check_size(size)
     out = Path(out)
     run_dirs.check_writable(out, "--out")
     run_dirs.claim(
@@ -61,7 +67,7 @@ def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
         evidence=f"{STAGE_DIR}/stage.json",
     )
     start = time.perf_counter()
-    result = train.train_stage(pretrain_stage(settings, out / STAGE_DIR))
+    result = train.train_stage(pretrain_stage(settings, out / STAGE_DIR, size))
     seconds = time.perf_counter() - start
     base = out / BASE_MODEL_DIR  # ours: the claimed directory lists it
     if base.exists():
@@ -71,6 +77,7 @@ def pretrain(out: str | Path, settings: PretrainSettings | None = None) -> Path:
         out / BASE_JSON,
         json.dumps(
             {
+                "size": size,
                 "settings": dataclasses.asdict(settings),
                 "mixture": register_lab_pretrain(settings),
                 "seconds_this_run": round(seconds, 1),

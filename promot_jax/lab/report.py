@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from promot_jax import run_dirs
+from promot_jax import param_count, run_dirs
 from promot_jax.evaluation import plots, reports, runner
 from promot_jax.lab import dmt_report, figures, paper, stats, verdicts
-from promot_jax.lab.config import LAB_MODEL, PILOT_SEEDS, PRIMARY_TARGET, LabSettings
+from promot_jax.lab.config import LAB_SIZES, PILOT_SEEDS, PRIMARY_TARGET, LabSettings
 from promot_jax.lab.pipeline import EVALS_DIR
 from promot_jax.lab.plan import (
     ABLATIONS,
@@ -490,10 +490,12 @@ def write_report(
             "its numbers and verdicts judge nothing.** It checks that the pipeline runs.",
             "",
         ]
+    model = LAB_SIZES[plan.base.size]
     md += [
-        f"Toy-world test of ProMoT on a {LAB_MODEL['emb_dim']}-d mT5-architecture model "
-        f"({LAB_MODEL['num_encoder_layers']}+{LAB_MODEL['num_decoder_layers']} layers) "
-        f"pretrained by `promot-jax lab pretrain`. Primary target: `{PRIMARY_TARGET}` (labels "
+        f"Toy-world test of ProMoT on the lab's {plan.base.size} base, a {model['emb_dim']}-d "
+        f"mT5-architecture model ({model['num_encoder_layers']}+{model['num_decoder_layers']} "
+        f"layers, {param_count.format_count(plan.base.parameters)} parameters) pretrained by "
+        f"`promot-jax lab pretrain`. Primary target: `{PRIMARY_TARGET}` (labels "
         "near / behind, a format no pretraining task has; is the claim about a relation the "
         f"premise mentions?). Design, controls and thresholds: {DESIGN_DOCS} (written before "
         "the comparison was run; settings chosen by the pilot on its own seeds "
