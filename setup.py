@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "tqdm",
     "numpy",
+    "scipy",  # the scale axis's Welch interval (jax needs it too)
 ]
 
 TEST_REQUIRES = [

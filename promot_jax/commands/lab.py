@@ -11,6 +11,7 @@ promot-jax lab pilot --lora --out DIR  # the LoRA pilot that chose --variants' L
 promot-jax lab --variants            # + LoRA stage 1, trainable prompt, prompt lengths
 promot-jax lab pretrain --out DIR    # pretrain the base model (DIR/base_model) and score it
 promot-jax lab pretrain --size 10m --out DIR  # the scale axis: a 4.5x base (lab --base reads it)
+promot-jax lab scale --runs LAB_2M,LAB_10M --out DIR  # the same lab on two sizes, compared
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "action",
         nargs="?",
         default="run",
-        choices=("run", "pretrain", "pilot"),
+        choices=("run", "pretrain", "pilot", "scale"),
         help="run (default): the lab; pretrain: build the base model; pilot: the registered "
-        "pilot that chose the lab's settings (docs/lab_pilot.md)",
+        "pilot that chose the lab's settings (docs/lab_pilot.md); scale: compare two finished "
+        "labs on bases of two sizes",
     )
     parser.add_argument(
         "--out", default=None, help="run directory (default: lab_runs/lab-<timestamp>)"
@@ -68,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated seeds of the main rows (default: the held-out 10,11,12; "
         "--quick: 0); the pilot's seeds are refused",
+    )
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help="scale: two finished lab directories, comma-separated (one per base size)",
     )
     parser.add_argument("--steps", type=int, default=None, help="pretrain: number of steps")
     parser.add_argument(
@@ -144,6 +151,7 @@ ACTION_FLAGS = {
         "variants": False,
     },
     "pilot": {"lora": False},
+    "scale": {"runs": None},
 }
 
 
@@ -151,7 +159,12 @@ def _check_flags(args: argparse.Namespace) -> None:
     for action, flags in ACTION_FLAGS.items():
         if action == args.action or (args.action == "pilot" and action == "run"):
             continue  # the pilot reads --out, --force and --base like the lab
-        given = [f"--{k}" for k, default in flags.items() if getattr(args, k) != default]
+        shared = ("force",) if args.action == "scale" else ()  # scale may replace its report
+        given = [
+            f"--{k}"
+            for k, default in flags.items()
+            if getattr(args, k) != default and k not in shared
+        ]
         if given:
             raise ValueError(
                 f"{', '.join(given)} only apply to `promot-jax lab {action}`, not to "
@@ -163,6 +176,14 @@ def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     if args.action == "pretrain":
         return _pretrain(args)
+    if args.action == "scale":
+        from promot_jax.lab import scale
+
+        if not args.runs or args.out is None:
+            raise ValueError("`promot-jax lab scale` needs --runs LAB_A,LAB_B and --out DIR")
+        path = scale.compare(args.runs.split(","), args.out, force=args.force)
+        print(path.read_text())
+        return 0
     import dataclasses
 
     from promot_jax.lab import pipeline

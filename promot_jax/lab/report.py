@@ -52,6 +52,8 @@ RESULTS_JSON = "results.json"
 REPORT_MD = "report.md"
 # Every top-level name the report writes into the lab directory (the lab's marker lists them).
 OUTPUTS = (REPORT_MD, RESULTS_JSON, *figures.FIGURES)
+# The headline claim and the paper's figures for it (ProMoT vs FT, RTE, 1-shot Norm. Avg.).
+ABOVE_FT = ("ProMoT's Norm. Avg. above standard FT's", "20.10 vs 15.43")
 DESIGN_DOCS = "docs/lab_design.md, docs/lab_pilot.md, docs/lab_history.md"
 
 
@@ -378,7 +380,7 @@ def judge(scored: Scored, p: Paired, curves: Mapping[str, list], samples: int, v
     out += [
         verdicts.judge_target_parity(learned.verdict == verdicts.REPRODUCED, p.target),
         verdicts.judge_keeps_suite(p.promot_vs_pre, p.ft_vs_pre),
-        verdicts.judge_above("ProMoT's Norm. Avg. above standard FT's", "20.10 vs 15.43", p.norm),
+        verdicts.judge_above(*ABOVE_FT, p.norm),
         verdicts.judge_above(
             "ProMoT's suite outputs are target labels less often than FT's (leak)",
             "ProMoT keeps TriviaQA at 17.64 where FT falls to 0.15",

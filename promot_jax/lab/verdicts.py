@@ -249,3 +249,42 @@ def judge_alignment(start: float | None, end: float | None) -> Verdict:
         f"reproduced: >= {ALIGN_START} at step 0 and <= {ALIGN_END} at the end; partial: "
         f"falls by >= {ALIGN_FALL_PARTIAL}",
     )
+
+
+# The scale axis (a question, not a claim of the paper): ProMoT's protection, the share of
+# FT's Norm. Avg. loss it keeps, "grows" with size when the larger base's mean exceeds the
+# smaller's by this much and the Welch 95% interval of the difference (over seeds) is above 0.
+SCALE_GROWTH = 0.10
+GROWS, SHRINKS, NO_DIFFERENCE = "grows", "shrinks", "no difference found"
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> Interval:
+    """mean(b) - mean(a) with Welch's 95% interval (seeds as the units)."""
+    from scipy import stats as scipy_stats
+
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a Welch interval needs >= 2 seeds per side, got {len(a)} and {len(b)}")
+    test = scipy_stats.ttest_ind(b, a, equal_var=False)
+    ci = test.confidence_interval(0.95)
+    return Interval(float(np.mean(b) - np.mean(a)), float(ci.low), float(ci.high))
+
+
+def judge_scale(sizes: tuple[str, str], protection: tuple[Sequence[float], Sequence[float]]):
+    """Whether ProMoT's per-seed protection differs between the smaller and larger base."""
+    diff = welch_interval(*protection)
+    if diff.estimate >= SCALE_GROWTH and diff.low > 0:
+        verdict = GROWS
+    elif diff.estimate <= -SCALE_GROWTH and diff.high < 0:
+        verdict = SHRINKS
+    else:
+        verdict = NO_DIFFERENCE
+    small, large = (", ".join(f"{p:.2f}" for p in side) for side in protection)
+    return Verdict(
+        f"ProMoT's protection (share of FT's Norm. Avg. loss it keeps) grows from the "
+        f"{sizes[0]} to the {sizes[1]} base",
+        "protection seen at 3.7B and 13B; nothing smaller reported",
+        f"per seed {sizes[0]} {small}, {sizes[1]} {large}; difference {diff.text(2)}",
+        verdict,
+        f"grows: difference >= {SCALE_GROWTH:.2f} and its Welch 95% interval above 0; "
+        "shrinks: the mirror image; otherwise no difference found",
+    )
