@@ -158,3 +158,30 @@ def test_other_settings_in_an_interrupted_dir_are_refused(quick_lab, tmp_path):
         pipeline.run_lab(quick_lab, LabSettings(), BASE_DIR, log=lambda s: None)
     # The one resume check names each differing setting with both values.
     assert "settings.smoke: True -> False" in str(refused.value), refused.value
+
+
+def test_the_numbers_do_not_depend_on_the_number_of_workers(quick_lab, tmp_path):
+    """Each unit runs on one CPU of its own, so one worker gives the trained parameters and
+    the scores that the fixture's lab (one worker per CPU) gave, bit for bit."""
+    import jax
+    import numpy as np
+
+    from promot_jax import checkpoints
+
+    main_only = dataclasses.replace(
+        QUICK, controls=False, run_enfr=False, run_dmt=False, regularization_grid=False
+    )
+    out = pipeline.run_lab(tmp_path / "one", main_only, BASE_DIR, log=lambda s: None, workers=1)
+    lab = plan.build_plan(main_only, pipeline.LabBase.read(BASE_DIR), out)
+    for exp in lab.experiments:
+        for name, stage in exp.stages.items():
+            ours, theirs = (
+                checkpoints.load_params(root / exp.name / name / "final_params", stage.model)
+                for root in (out, quick_lab)
+            )
+            leaves = (jax.tree_util.tree_leaves(t) for t in (ours, theirs))
+            for a, b in zip(*leaves, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=f"{exp.name}/{name}")
+    one = json.loads((out / "results.json").read_text())["rows"]
+    fixture = json.loads((quick_lab / "results.json").read_text())["rows"]
+    assert one and all(one[k]["summary"] == fixture[k]["summary"] for k in one)

@@ -422,3 +422,11 @@ def test_an_unknown_size_or_a_size_given_to_the_lab_is_refused(capsys, tmp_path)
     assert code == 2
     assert "--size only apply to `promot-jax lab pretrain`" in _one_error_line(err)
     assert not out.exists()
+
+
+def test_zero_workers_are_refused_before_anything_runs(capsys, tmp_path):
+    out = tmp_path / "lab"
+    code, err = _run(capsys, "lab", "--quick", "--workers", "0", "--out", str(out))
+    assert code == 2
+    assert "--workers must be >= 1, got 0" in _one_error_line(err)
+    assert not out.exists()

@@ -72,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick: 0); the pilot's seeds are refused",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that run the lab's units side by side, one CPU each (default: one "
+        "per available CPU); the numbers do not depend on it",
+    )
+    parser.add_argument(
         "--runs",
         default=None,
         help="scale: two finished lab directories, comma-separated (one per base size)",
@@ -149,6 +156,7 @@ ACTION_FLAGS = {
         "seeds": None,
         "full": False,
         "variants": False,
+        "workers": None,
     },
     "pilot": {"lora": False},
     "scale": {"runs": None},
@@ -213,5 +221,5 @@ def run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, regularization_grid=True)
     if args.variants:
         settings = dataclasses.replace(settings, run_variants=True)
-    pipeline.run_lab(args.out, settings, args.base, force=args.force)
+    pipeline.run_lab(args.out, settings, args.base, force=args.force, workers=args.workers)
     return 0
