@@ -152,6 +152,10 @@ def batch_iterator(
         ds = ds.skip(start_batch)
     options = tf.data.Options()
     options.deterministic = True
+    # No autotuning thread: it only sizes buffers and parallelism (the order is fixed by
+    # `deterministic`), and deleting an iterator waited up to ~40 s for it to wake up,
+    # at the end of every stage (seen on TF 2.21 with jax in the same process).
+    options.autotune.enabled = False
     ds = ds.with_options(options)
     keys = FEATURES + (PACKED_FEATURES if pack else ())
     for batch in ds.as_numpy_iterator():
