@@ -413,20 +413,17 @@ def test_a_base_of_another_shape_fails_before_the_lab_writes(capsys, tmp_path):
     assert not out.exists()
 
 
-def test_an_unknown_size_or_a_size_given_to_the_lab_is_refused(capsys, tmp_path):
-    out = tmp_path / "pre"
-    code, err = _run(capsys, "lab", "pretrain", "--size", "20m", "--out", str(out))
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (("pretrain", "--size", "20m"), "unknown lab model size '20m'; the sizes are 2m, 10m"),
+        (("--quick", "--size", "10m"), "--size only apply to `promot-jax lab pretrain`"),
+        (("--quick", "--workers", "0"), "--workers must be >= 1, got 0"),
+    ],
+)
+def test_a_bad_size_or_worker_count_fails_before_anything_runs(capsys, tmp_path, argv, says):
+    out = tmp_path / "out"
+    code, err = _run(capsys, "lab", *argv, "--out", str(out))
     assert code == 2
-    assert "unknown lab model size '20m'; the sizes are 2m, 10m" in _one_error_line(err)
-    code, err = _run(capsys, "lab", "--quick", "--size", "10m", "--out", str(out))
-    assert code == 2
-    assert "--size only apply to `promot-jax lab pretrain`" in _one_error_line(err)
-    assert not out.exists()
-
-
-def test_zero_workers_are_refused_before_anything_runs(capsys, tmp_path):
-    out = tmp_path / "lab"
-    code, err = _run(capsys, "lab", "--quick", "--workers", "0", "--out", str(out))
-    assert code == 2
-    assert "--workers must be >= 1, got 0" in _one_error_line(err)
+    assert says in _one_error_line(err)
     assert not out.exists()
