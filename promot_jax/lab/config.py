@@ -59,6 +59,13 @@ def base_model_config(size: str = SHIPPED_SIZE, **overrides) -> network.T5Config
     return network.mt5_config("tiny", vocab_size=VOCAB_SIZE, dtype="float32", **fields)
 
 
+def size_parameters(size: str) -> int:
+    """The parameter count of a lab base of `size`."""
+    from promot_jax.param_count import count_params
+
+    return count_params(base_model_config(size))["total"]
+
+
 @dataclasses.dataclass(frozen=True)
 class LabBase:
     """A pretrained base checkpoint and its size (read from its shapes by `read`)."""
@@ -71,9 +78,7 @@ class LabBase:
 
     @property
     def parameters(self) -> int:
-        from promot_jax.param_count import count_params
-
-        return count_params(self.config())["total"]
+        return size_parameters(self.size)
 
     @classmethod
     def read(cls, path: str | Path | None = None) -> LabBase:

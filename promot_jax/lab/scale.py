@@ -14,12 +14,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from promot_jax import param_count, run_dirs
-from promot_jax.evaluation import plots
+from promot_jax.evaluation import plots, reports
 from promot_jax.lab import verdicts
-from promot_jax.lab.config import base_model_config
+from promot_jax.lab.config import size_parameters
 from promot_jax.lab.pipeline import LAB_JSON
 from promot_jax.lab.plan import FT, MAIN, PRETRAINED, PROMOT
 from promot_jax.lab.report import ABOVE_FT, REPORT_MD, RESULTS_JSON
@@ -41,7 +39,7 @@ class SizeRun:
 
     @property
     def parameters(self) -> int:
-        return param_count.count_params(base_model_config(self.size))["total"]
+        return size_parameters(self.size)
 
     def norm(self, label: str) -> list[float]:
         return [r["summary"]["norm_avg"]["1"] for r in self.rows[label]]
@@ -90,11 +88,8 @@ def _check_comparable(runs: Sequence[SizeRun]) -> None:
             f"--runs: both labs ran the {small.size} base; give one lab per size "
             f"({small.out}, {large.out})"
         )
-    differ = sorted(
-        k
-        for k in set(run_dirs.flat(small.settings)) | set(run_dirs.flat(large.settings))
-        if run_dirs.flat(small.settings).get(k) != run_dirs.flat(large.settings).get(k)
-    )
+    a, b = run_dirs.flat(small.settings), run_dirs.flat(large.settings)
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differ:
         raise ValueError(
             f"--runs: the two labs ran different settings ({', '.join(differ)}); the scale "
@@ -102,12 +97,6 @@ def _check_comparable(runs: Sequence[SizeRun]) -> None:
         )
     if len(small.settings["seeds"]) < 2:
         raise ValueError("--runs: the labs ran one seed; the scale comparison needs >= 2")
-
-
-def _mean_std(xs: Sequence[float]) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.1f}"
-    return f"{np.mean(xs):.1f} ± {np.std(xs, ddof=1):.1f}"
 
 
 def _size_table(runs: Sequence[SizeRun]) -> list[str]:
@@ -118,13 +107,19 @@ def _size_table(runs: Sequence[SizeRun]) -> list[str]:
     for run in runs:
         protection = ", ".join(f"{p:.2f}" for p in run.protection())
         for label in (PRETRAINED, FT, PROMOT):
-            rs = run.rows[label]
+            summaries = [r["summary"] for r in run.rows[label]]
+            cells = [
+                reports.mean_std_cell([get(x) for x in summaries], digits=1)
+                for get in (
+                    lambda x: x["target"]["score"],
+                    lambda x: x["norm_avg"]["1"],
+                    lambda x: x["leak_rate"]["1"],
+                )
+            ]
             lines.append(
                 f"| {run.size} | {param_count.format_count(run.parameters)} | {label} | "
-                f"{_mean_std([r['summary']['target']['score'] for r in rs])} | "
-                f"{_mean_std([r['summary']['norm_avg']['1'] for r in rs])} | "
-                f"{_mean_std([r['summary']['leak_rate']['1'] for r in rs])} | "
-                f"{protection if label == PROMOT else ''} |"
+                + " | ".join(cells)
+                + f" | {protection if label == PROMOT else ''} |"
             )
     return lines
 
