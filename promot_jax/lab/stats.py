@@ -108,3 +108,14 @@ def interval(a: Figure, b: Figure | None = None, samples: int = 1000, seed: int 
         diffs.append(a.value(draws) - (b.value(draws) if b else 0.0))
     low, high = np.percentile(diffs, [2.5, 97.5])
     return Interval(estimate, float(low), float(high))
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> Interval:
+    """mean(b) - mean(a) with Welch's 95% interval (seeds as the units)."""
+    from scipy import stats as scipy_stats
+
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a Welch interval needs >= 2 seeds per side, got {len(a)} and {len(b)}")
+    test = scipy_stats.ttest_ind(b, a, equal_var=False)
+    ci = test.confidence_interval(0.95)
+    return Interval(float(np.mean(b) - np.mean(a)), float(ci.low), float(ci.high))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from promot_jax.lab import stats
 from promot_jax.lab.stats import Interval
 
 REPRODUCED, PARTIAL, NOT_REPRODUCED, NOT_TESTABLE = (
@@ -258,20 +259,9 @@ SCALE_GROWTH = 0.10
 GROWS, SHRINKS, NO_DIFFERENCE = "grows", "shrinks", "no difference found"
 
 
-def welch_interval(a: Sequence[float], b: Sequence[float]) -> Interval:
-    """mean(b) - mean(a) with Welch's 95% interval (seeds as the units)."""
-    from scipy import stats as scipy_stats
-
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"a Welch interval needs >= 2 seeds per side, got {len(a)} and {len(b)}")
-    test = scipy_stats.ttest_ind(b, a, equal_var=False)
-    ci = test.confidence_interval(0.95)
-    return Interval(float(np.mean(b) - np.mean(a)), float(ci.low), float(ci.high))
-
-
 def judge_scale(sizes: tuple[str, str], protection: tuple[Sequence[float], Sequence[float]]):
     """Whether ProMoT's per-seed protection differs between the smaller and larger base."""
-    diff = welch_interval(*protection)
+    diff = stats.welch_interval(*protection)
     if diff.estimate >= SCALE_GROWTH and diff.low > 0:
         verdict = GROWS
     elif diff.estimate <= -SCALE_GROWTH and diff.high < 0:
