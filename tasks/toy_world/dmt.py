@@ -7,26 +7,54 @@ metrics.math_accuracy), programs run in metrics.run_program's tiny language
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from promot_tasks.toy_world.world import ADJECTIVES, NOUNS, World
 
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+    """How hard the three domains are; the defaults are the registered toy tasks'
+    (`toy_math`, `toy_code`, `toy_general`). `promot-jax lab dmt` picks its own by a pilot
+    (docs/dmt_lab_design.md)."""
+
+    math_steps: tuple[int, int] = (1, 3)  # arithmetic steps per word problem (inclusive)
+    max_number: int = 20  # starting amount; amounts bought are up to 3/4 of it
+    code_depth: tuple[int, int] = (1, 3)  # expression tree depth (inclusive)
+    list_words: tuple[int, int] = (3, 6)  # words per instruction's list (inclusive)
+
+    def __post_init__(self):
+        for name in ("math_steps", "code_depth", "list_words"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(
+                    f"Difficulty.{name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}"
+                )
+        if self.max_number < 4:
+            raise ValueError(f"Difficulty.max_number must be >= 4, got {self.max_number}")
+
+
+DEFAULT_DIFFICULTY = Difficulty()
+
 _ITEMS = ("apples", "books", "stones", "lamps", "letters", "coins", "eggs", "shells")
 
 
-def math_word_problem(rng: random.Random, world: World) -> dict[str, str]:
-    """2-4 step arithmetic about one person's items; the target shows each step."""
+def math_word_problem(
+    rng: random.Random, world: World, difficulty: Difficulty = DEFAULT_DIFFICULTY
+) -> dict[str, str]:
+    """A few steps of arithmetic about one person's items; the target shows each step."""
     person, friend = rng.sample(world.people, 2)
     items = rng.choice(_ITEMS)
-    total = rng.randint(2, 20)
+    total = rng.randint(2, difficulty.max_number)
     story = [f"{person} has {total} {items}."]
     steps = []
-    for _ in range(rng.randint(1, 3)):
+    for _ in range(rng.randint(*difficulty.math_steps)):
         kind = rng.choice(("buy", "give", "double"))
         if kind == "give" and total < 2:
             kind = "buy"
         if kind == "buy":
-            n = rng.randint(1, 15)
+            n = rng.randint(1, round(0.75 * difficulty.max_number))
             story.append(f"{person} buys {n} more {items}.")
             steps.append(f"{total} + {n} = {total + n}.")
             total += n
@@ -73,18 +101,20 @@ def _program(expr) -> str:
     return " ; ".join(lines + [f"return {result}"])
 
 
-def expression_program(rng: random.Random, world: World) -> dict[str, str]:
+def expression_program(
+    rng: random.Random, world: World, difficulty: Difficulty = DEFAULT_DIFFICULTY
+) -> dict[str, str]:
     """Code analog: an arithmetic expression to a straight-line program that computes it."""
-    expr = _expression(rng, rng.randint(1, 3))
+    expr = _expression(rng, rng.randint(*difficulty.code_depth))
     if isinstance(expr, str):
         expr = ("+", expr, str(rng.randint(1, 9)))
     text = _infix(expr)[1:-1]
     return {"instruction": f"Write a program that computes {text}.", "answer": _program(expr)}
 
 
-def _words(rng: random.Random, world: World) -> list[str]:
+def _words(rng: random.Random, difficulty: Difficulty) -> list[str]:
     pool = NOUNS + ADJECTIVES
-    return [rng.choice(pool) for _ in range(rng.randint(3, 6))]
+    return [rng.choice(pool) for _ in range(rng.randint(*difficulty.list_words))]
 
 
 _INSTRUCTIONS = {
@@ -97,12 +127,14 @@ _INSTRUCTIONS = {
 }
 
 
-def instruction_following(rng: random.Random, world: World) -> dict[str, str]:
+def instruction_following(
+    rng: random.Random, world: World, difficulty: Difficulty = DEFAULT_DIFFICULTY
+) -> dict[str, str]:
     """General analog: one or two user turns of word-list instructions; answer the last one."""
     turns = []
     for _ in range(rng.choice((1, 1, 2))):
         instruction = rng.choice(sorted(_INSTRUCTIONS))
-        words = _words(rng, world)
+        words = _words(rng, difficulty)
         turns.append((f"{instruction}: {' '.join(words)}", _INSTRUCTIONS[instruction](words)))
     dialogue = []
     for user, assistant in turns[:-1]:
