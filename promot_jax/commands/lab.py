@@ -12,11 +12,16 @@ promot-jax lab --variants            # + LoRA stage 1, trainable prompt, prompt 
 promot-jax lab pretrain --out DIR    # pretrain the base model (DIR/base_model) and score it
 promot-jax lab pretrain --size 10m --out DIR  # the scale axis: a 4.5x base (lab --base reads it)
 promot-jax lab scale --runs LAB_2M,LAB_10M --out DIR  # the same lab on two sizes, compared
+promot-jax lab dmt --out DIR         # the DMT lab: scaling, mixing, strategies, k sweep
+promot-jax lab dmt --quick --out DIR # the same, reduced (CI)
+promot-jax lab dmt --pilot --out DIR # the registered pilot that chose the DMT lab's domains
+promot-jax lab dmt --ks 1,1/16 --fractions 1,1/4 --pools math=5500,code=1000,general=4300
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -29,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "action",
         nargs="?",
         default="run",
-        choices=("run", "pretrain", "pilot", "scale"),
+        choices=("run", "pretrain", "pilot", "scale", "dmt"),
         help="run (default): the lab; pretrain: build the base model; pilot: the registered "
         "pilot that chose the lab's settings (docs/lab_pilot.md); scale: compare two finished "
-        "labs on bases of two sizes",
+        "labs on bases of two sizes; dmt: the DMT lab (docs/dmt_lab_design.md)",
     )
     parser.add_argument(
         "--out", default=None, help="run directory (default: lab_runs/lab-<timestamp>)"
@@ -93,6 +98,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval_examples", type=int, default=32, help="pretrain: examples per suite task"
     )
+    parser.add_argument(
+        "--pilot",
+        dest="dmt_pilot",
+        action="store_true",
+        help="dmt: run the registered pilot that chose the domains' difficulty and step cap",
+    )
+    parser.add_argument(
+        "--ks",
+        type=functools.partial(parse_fractions, flag="--ks"),
+        default=None,
+        help="dmt: DMT stage 2's shares of the domain data, e.g. 1,1/4,1/16 (each in (0, 1])",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=functools.partial(parse_fractions, flag="--fractions"),
+        default=None,
+        help="dmt: the data fractions of the scaling, mixing and ratio experiments, 1 first",
+    )
+    parser.add_argument(
+        "--pools",
+        type=parse_pools,
+        default=None,
+        help="dmt: pool sizes, e.g. math=11000,code=2000,general=8600",
+    )
+
+
+def parse_fractions(text: str, flag: str) -> tuple[float, ...]:
+    """'1,1/4,0.0625' -> (1.0, 0.25, 0.0625), each in (0, 1]; else an error naming the value."""
+    from fractions import Fraction
+
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(Fraction(part.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(
+                f"{flag} needs comma-separated fractions such as 1,1/4,1/16, got {part.strip()!r}"
+            ) from None
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(
+                f"{flag} values must be in (0, 1], got {part.strip()!r}"
+            )
+        values.append(value)
+    return tuple(values)
+
+
+def parse_pools(text: str) -> dict[str, int]:
+    """'math=11000,code=2000,general=8600' -> {domain: size}; names and sizes checked."""
+    from promot_jax.lab.dmt.config import DOMAINS
+
+    pools = {}
+    for part in text.split(","):
+        name, _, size = part.partition("=")
+        name = name.strip()
+        if name not in DOMAINS:
+            raise argparse.ArgumentTypeError(
+                f"--pools: unknown DMT domain {name!r}; the domains are {', '.join(DOMAINS)}"
+            )
+        try:
+            pools[name] = int(size)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--pools: {name}'s size must be an integer, got {size.strip()!r}"
+            ) from None
+    if sorted(pools) != sorted(DOMAINS):
+        raise argparse.ArgumentTypeError(
+            f"--pools needs a size for each of {', '.join(DOMAINS)}, got {text!r}"
+        )
+    return pools
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -160,6 +234,7 @@ ACTION_FLAGS = {
     },
     "pilot": {"lora": False},
     "scale": {"runs": None},
+    "dmt": {"dmt_pilot": False, "ks": None, "fractions": None, "pools": None},
 }
 
 
@@ -167,6 +242,8 @@ def _check_flags(args: argparse.Namespace) -> None:
     for action, flags in ACTION_FLAGS.items():
         if action == args.action or (args.action == "pilot" and action == "run"):
             continue  # the pilot reads --out, --force and --base like the lab
+        if args.action == "dmt" and action == "run":
+            flags = {k: v for k, v in flags.items() if k in DMT_FOREIGN}
         shared = ("force",) if args.action == "scale" else ()  # scale may replace its report
         given = [
             f"--{k}"
@@ -180,10 +257,52 @@ def _check_flags(args: argparse.Namespace) -> None:
             )
 
 
+# The ProMoT lab's flags the DMT lab does not read (it shares --quick, --force, --base,
+# --seeds and --workers).
+DMT_FOREIGN = ("full", "variants", "regularization_grid")
+
+
+def _dmt(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from promot_jax.lab.dmt.config import DmtSettings
+
+    if args.dmt_pilot:
+        from promot_jax.lab.dmt import pilot
+
+        if args.out is None or any(
+            getattr(args, k) is not None for k in ("ks", "fractions", "pools", "seeds")
+        ):
+            raise ValueError(
+                "`promot-jax lab dmt --pilot` runs its registered grid on the pilot seeds: give "
+                "--out DIR and drop --ks, --fractions, --pools and --seeds (nothing was run)"
+            )
+        pilot.run_pilot(args.out, args.base, workers=args.workers)
+        return 0
+    options = {
+        k: getattr(args, k) for k in ("ks", "fractions", "pools", "seeds") if getattr(args, k)
+    }
+    seeds = options.pop("seeds", None)
+    settings = DmtSettings.quick(**({"seeds": seeds} if seeds else {})) if args.quick else None
+    settings = (
+        dataclasses.replace(settings, **options)
+        if settings
+        else DmtSettings(**options, **({"seeds": seeds} if seeds else {}))
+    )  # fmt: skip  (every check runs here, before anything is written)
+    from promot_jax.lab.dmt import run as dmt_run
+
+    out = args.out or time.strftime("lab_runs/dmt-%Y%m%d-%H%M%S")
+    path = dmt_run.run_dmt_lab(out, settings, args.base, force=args.force, workers=args.workers)
+    print(f"report: {path / 'report.md'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     if args.action == "pretrain":
         return _pretrain(args)
+    if args.action == "dmt":
+        return _dmt(args)
     if args.action == "scale":
         from promot_jax.lab import scale
 

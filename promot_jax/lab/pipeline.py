@@ -12,6 +12,7 @@ stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -198,10 +199,19 @@ def unit_cost(exp) -> int:
 
 
 def run_units(out: Path, settings: LabSettings, base: LabBase, lab_plan, workers: int):
-    """Runs every unit in `workers` processes, a unit once the experiments it reads from
-    have finished, longest first; yields each unit's (results, timings) as it ends. A
-    failed unit stops new ones from starting; the running ones finish (each is resumable)
-    and its error is raised."""
+    """The lab's units in `workers` processes (`schedule_units`), each `run_unit`."""
+    from promot_jax.lab import workers as lab_workers
+
+    run = functools.partial(lab_workers.run_unit, str(out), settings, base)
+    yield from schedule_units(out, lab_plan, workers, run)
+
+
+def schedule_units(out: Path, lab_plan, workers: int, run: Callable):
+    """Runs `run(name)` for every unit (None: the base's evaluations, then each experiment)
+    in `workers` processes, one CPU each, a unit once the experiments it reads from have
+    finished, longest first; yields each unit's (results, timings) as it ends. `run` must
+    pickle (a module-level function or a partial of one). A failed unit stops new ones
+    from starting; the running ones finish (each is resumable) and its error is raised."""
     import concurrent.futures as cf
     import multiprocessing
 
@@ -225,7 +235,7 @@ def run_units(out: Path, settings: LabSettings, base: LabBase, lab_plan, workers
                 if len(running) == workers:
                     break
                 pending.remove(name)
-                future = pool.submit(lab_workers.run_unit, str(out), settings, base, name)
+                future = pool.submit(run, name)
                 running[future] = name
             if not running:
                 raise RuntimeError(f"lab units wait on each other: {pending}")

@@ -49,7 +49,12 @@ class DomainScorer:
                 examples=self._examples[task],
             )  # fmt: skip
             hits = [
-                int(scoring.primary(scoring.score(entry.info, [r["target"]], [r["prediction"]]), entry.info) > 0)
+                int(
+                    scoring.primary(
+                        scoring.score(entry.info, [r["target"]], [r["prediction"]]), entry.info
+                    )
+                    > 0
+                )
                 for r in rows
             ]
             scored[domain] = {"score": result["score"], "hits": hits, "rows": rows}

@@ -7,6 +7,12 @@ domain's 200 validation examples at every cap (constant LR: the checkpoint at st
 the S-step run). Rule (`choose`): per domain the hardest variant reaching `FLOOR`% on both
 seeds at the largest cap while the base scores below `BASE_CEILING`%, then the smallest
 cap at which every chosen variant still passes.
+
+Round 2 (registered after round 1 found no math variant at 60%, before it ran): a higher
+LR (`ROUND2_LR`) for every code and general variant and for math's easiest, plus math
+with amounts up to 6 at both LRs. The rule runs per LR; the lab's LR (6e-3) is kept when
+all three domains pass there, else the LR where they all pass, else the LR whose weakest
+domain scores highest.
 """
 
 from __future__ import annotations
@@ -35,20 +41,39 @@ VARIANTS: dict[str, tuple[dict, ...]] = {
     CODE: ({"code_depth": (1, 2)}, {"code_depth": (1, 3)}),
     GENERAL: ({"list_words": (2, 4)}, {"list_words": (3, 6)}),
 }
+ROUND2_MATH = {"math_steps": (1, 1), "max_number": 6}  # easier than every round-1 variant
+ROUND2_LR = 1e-2
 PILOT_JSON, PILOT_MD = "pilot.json", "pilot.md"
+
+
+def variants(domain: str) -> tuple[dict, ...]:
+    """A domain's variants, easiest first (round 2's easier math first)."""
+    return ((ROUND2_MATH,) if domain == MATH else ()) + VARIANTS[domain]
 
 
 def _variant_name(knobs: Mapping) -> str:
     return ", ".join(f"{k} {v}" for k, v in knobs.items())
 
 
-def jobs() -> list[tuple[str, int, int | None]]:
-    """(domain, variant index, seed or None for the base's score), longest first."""
+def jobs() -> list[tuple[str, dict, int | None, float]]:
+    """(domain, variant, seed or None for the base's score, LR): round 1, then round 2."""
+    lab_lr = DmtSettings().learning_rate
     out = []
-    for domain in DOMAINS:
-        for i in range(len(VARIANTS[domain])):
-            out += [(domain, i, seed) for seed in PILOT_SEEDS] + [(domain, i, None)]
+    for domain in DOMAINS:  # round 1
+        for v in VARIANTS[domain]:
+            out += [(domain, v, seed, lab_lr) for seed in PILOT_SEEDS] + [(domain, v, None, lab_lr)]
+    out += [(MATH, ROUND2_MATH, seed, lr) for lr in (lab_lr, ROUND2_LR) for seed in PILOT_SEEDS]
+    out.append((MATH, ROUND2_MATH, None, lab_lr))
+    out += [(MATH, VARIANTS[MATH][0], seed, ROUND2_LR) for seed in PILOT_SEEDS]
+    for domain in (CODE, GENERAL):
+        out += [(domain, v, seed, ROUND2_LR) for v in VARIANTS[domain] for seed in PILOT_SEEDS]
     return out
+
+
+def _job_name(domain: str, variant: dict, seed, lr: float) -> str:
+    index = variants(domain).index(variant)
+    name = f"{domain}_v{index - (domain == MATH)}_{'base' if seed is None else f's{seed}'}"
+    return name if lr == DmtSettings().learning_rate else f"{name}_lr{lr:g}"
 
 
 def run_job(out: str, base, job) -> dict:
@@ -59,22 +84,26 @@ def run_job(out: str, base, job) -> dict:
     from promot_jax.lab.pipeline import enable_compile_cache
     from promot_jax.optimizer import OptimizerConfig
 
-    domain, index, seed = job
-    path = Path(out) / "runs" / f"{domain}_v{index}_{'base' if seed is None else f's{seed}'}.json"
+    domain, variant, seed, lr = job
+    path = Path(out) / "runs" / f"{_job_name(domain, variant, seed, lr)}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return {"lr": lr, **json.loads(path.read_text())}  # round 1 records predate "lr"
     enable_compile_cache()
     s = DmtSettings()
-    difficulty = dataclasses.replace(Difficulty(), **VARIANTS[domain][index])
+    difficulty = dataclasses.replace(Difficulty(), **variant)
     world = (s.pools, s.eval_examples, difficulty, s.pool_seed)
     lengths = data.feature_lengths([domain], *world)
-    scorer = DomainScorer({domain: data.eval_task(domain, *world)}, s.eval_examples, lengths["targets"])
+    scorer = DomainScorer(
+        {domain: data.eval_task(domain, *world)}, s.eval_examples, lengths["targets"]
+    )
     scores: dict[str, float] = {}
     if seed is None:
         model = base.config(dropout_rate=0.0)
         from promot_jax import checkpoints
 
-        scores["0"] = scorer.score(model, checkpoints.load_params(base.path, model))[domain]["score"]
+        scores["0"] = scorer.score(model, checkpoints.load_params(base.path, model))[domain][
+            "score"
+        ]
     else:
         config = base.config(dropout_rate=s.dropout)
 
@@ -89,7 +118,7 @@ def run_job(out: str, base, job) -> dict:
             steps=max(CAPS),
             batch_size=s.batch_size,
             feature_lengths=lengths,
-            optimizer=OptimizerConfig(learning_rate=s.learning_rate),
+            optimizer=OptimizerConfig(learning_rate=lr),
             label_smoothing=s.label_smoothing,
             init_checkpoint=str(base.path),
             save_every=max(CAPS),
@@ -102,45 +131,86 @@ def run_job(out: str, base, job) -> dict:
             run_dir=str(path.with_suffix("")),
         )
         train.train_stage(stage, eval_fn=eval_fn)
-    record = {"domain": domain, "variant": VARIANTS[domain][index], "seed": seed, "scores": scores}
+    record = {"domain": domain, "variant": variant, "seed": seed, "lr": lr, "scores": scores}
     run_dirs.write_atomic(path, json.dumps(record))
     return record
 
 
-def choose(records: list[dict]) -> dict:
-    """The registered rule; returns {"difficulty": {...knobs}, "max_steps": S, "why": [...]}."""
-    why, knobs, picked = [], {}, {}
+def _same(a: Mapping, b: Mapping) -> bool:
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))  # tuples read back as lists
+
+
+def _scores(records, domain: str, variant: Mapping, lr: float, cap: int) -> list[float]:
+    return [
+        r["scores"][str(cap)]
+        for r in records
+        if r["domain"] == domain
+        and _same(r["variant"], variant)
+        and r["lr"] == lr
+        and r["seed"] is not None
+    ]
+
+
+def _base(records, domain: str, variant: Mapping) -> float | None:
+    found = [
+        r["scores"]["0"]
+        for r in records
+        if r["domain"] == domain and _same(r["variant"], variant) and r["seed"] is None
+    ]
+    return found[0] if found else None
+
+
+def choose_at(records: list[dict], lr: float) -> dict:
+    """Round 1's rule at one LR: {"difficulty", "max_steps", "passes", "weakest", "why"}."""
+    why, knobs, picked, passes, weakest = [], {}, {}, True, 100.0
     for domain in DOMAINS:
-        best = None
-        for i, variant in enumerate(VARIANTS[domain]):
-            runs = [r for r in records if r["domain"] == domain and r["variant"] == variant]
-            base = [r["scores"]["0"] for r in runs if r["seed"] is None]
-            trained = [r for r in runs if r["seed"] is not None]
-            top = [r["scores"][str(max(CAPS))] for r in trained]
-            ok = base and base[0] < BASE_CEILING and len(top) == len(PILOT_SEEDS) and min(top) >= FLOOR
-            if ok:
-                best = i  # variants go easiest first: the last passing one is the hardest
-        if best is None:  # none passes: the highest minimum score, reported as below the floor
-            def low(i):
-                variant = VARIANTS[domain][i]
-                return min(r["scores"][str(max(CAPS))] for r in records
-                           if r["domain"] == domain and r["variant"] == variant and r["seed"] is not None)
-            best = max(range(len(VARIANTS[domain])), key=low)
-            why.append(f"{domain}: no variant reached {FLOOR}% on both seeds; highest minimum taken (below the floor)")
-        picked[domain] = best
-        knobs.update(VARIANTS[domain][best])
+        tried = [
+            v
+            for v in variants(domain)
+            if len(_scores(records, domain, v, lr, max(CAPS))) == len(PILOT_SEEDS)
+        ]
+        ok = [
+            v
+            for v in tried
+            if (_base(records, domain, v) or 0.0) < BASE_CEILING
+            and min(_scores(records, domain, v, lr, max(CAPS))) >= FLOOR
+        ]
+        if ok:
+            picked[domain] = ok[-1]  # easiest first: the last passing one is the hardest
+        else:
+            picked[domain] = max(
+                tried, key=lambda v: min(_scores(records, domain, v, lr, max(CAPS)))
+            )
+            passes = False
+            why.append(
+                f"{domain} at LR {lr:g}: no variant reached {FLOOR}% on both seeds; highest minimum taken (below the floor)"
+            )
+        weakest = min(weakest, min(_scores(records, domain, picked[domain], lr, max(CAPS))))
+        knobs.update(picked[domain])
     cap = max(CAPS)
     for candidate in sorted(CAPS):
-        passing = all(
-            r["scores"][str(candidate)] >= FLOOR
-            for domain in DOMAINS
-            for r in records
-            if r["domain"] == domain and r["variant"] == VARIANTS[domain][picked[domain]] and r["seed"] is not None
-        )
-        if passing:
+        if all(min(_scores(records, d, picked[d], lr, candidate)) >= FLOOR for d in DOMAINS):
             cap = candidate
             break
-    return {"difficulty": knobs, "max_steps": cap, "why": why}
+    return {
+        "difficulty": knobs,
+        "max_steps": cap,
+        "learning_rate": lr,
+        "passes": passes,
+        "weakest": weakest,
+        "why": why,
+    }
+
+
+def choose(records: list[dict]) -> dict:
+    """The registered rule over both rounds (module docstring)."""
+    lab_lr = DmtSettings().learning_rate
+    at = {lr: choose_at(records, lr) for lr in (lab_lr, ROUND2_LR)}
+    if at[lab_lr]["passes"]:
+        return at[lab_lr]
+    if at[ROUND2_LR]["passes"]:
+        return at[ROUND2_LR]
+    return max(at.values(), key=lambda c: c["weakest"])
 
 
 def write_record(out: Path, records: list[dict]) -> str:
@@ -149,21 +219,48 @@ def write_record(out: Path, records: list[dict]) -> str:
         "# DMT lab pilot (seeds 100, 101; each domain alone at full data)",
         "",
         f"Rule: hardest variant with >= {FLOOR}% on both seeds at {max(CAPS)} steps and the base "
-        f"< {BASE_CEILING}%; then the smallest cap of {CAPS} at which the chosen variants pass.",
+        f"< {BASE_CEILING}%; then the smallest cap of {CAPS} at which the chosen variants pass; "
+        "per LR, the lab's LR first (module docstring of promot_jax/lab/dmt/pilot.py).",
         "",
-        "| domain | variant | base | " + " | ".join(f"seed {s} @ {c}" for s in PILOT_SEEDS for c in CAPS) + " |",
-        "|---|---|---|" + "---|" * (len(PILOT_SEEDS) * len(CAPS)),
+        "| domain | variant | LR | base | "
+        + " | ".join(f"seed {s} @ {c}" for s in PILOT_SEEDS for c in CAPS)
+        + " |",
+        "|---|---|---|---|" + "---|" * (len(PILOT_SEEDS) * len(CAPS)),
     ]
     for domain in DOMAINS:
-        for variant in VARIANTS[domain]:
-            runs = {r["seed"]: r["scores"] for r in records if r["domain"] == domain and r["variant"] == variant}
-            cells = [f"{runs[None]['0']:.1f}" if None in runs else "-"]
-            cells += [f"{runs[s][str(c)]:.1f}" if s in runs else "-" for s in PILOT_SEEDS for c in CAPS]
-            lines.append(f"| {domain} | {_variant_name(variant)} | " + " | ".join(cells) + " |")
-    lines += ["", f"Chosen: {_variant_name(choice['difficulty'])}; max_steps {choice['max_steps']}.", *choice["why"], ""]
+        for variant in variants(domain):
+            base = _base(records, domain, variant)
+            for lr in (DmtSettings().learning_rate, ROUND2_LR):
+                runs = {
+                    r["seed"]: r["scores"]
+                    for r in records
+                    if r["domain"] == domain
+                    and _same(r["variant"], variant)
+                    and r["lr"] == lr
+                    and r["seed"] is not None
+                }
+                if not runs:
+                    continue
+                cells = ["-" if base is None else f"{base:.1f}"]
+                cells += [
+                    f"{runs[s][str(c)]:.1f}" if s in runs else "-"
+                    for s in PILOT_SEEDS
+                    for c in CAPS
+                ]
+                lines.append(
+                    f"| {domain} | {_variant_name(variant)} | {lr:g} | " + " | ".join(cells) + " |"
+                )
+    lines += [
+        "",
+        f"Chosen: {_variant_name(choice['difficulty'])}; LR {choice['learning_rate']:g}; max_steps {choice['max_steps']}.",
+        *choice["why"],
+        "",
+    ]
     text = "\n".join(lines)
     run_dirs.write_atomic(out / PILOT_MD, text)
-    run_dirs.write_atomic(out / PILOT_JSON, json.dumps({"records": records, "choice": choice}, indent=1))
+    run_dirs.write_atomic(
+        out / PILOT_JSON, json.dumps({"records": records, "choice": choice}, indent=1)
+    )
     return text
 
 
@@ -184,9 +281,13 @@ def run_pilot(out: str | Path, base_path=None, workers: int | None = None, log=p
     for i in range(workers):
         slots.put(lab_workers.cpus()[i % len(lab_workers.cpus())])
     records = []
-    with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=lab_workers.pin, initargs=(slots,)) as pool:
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=lab_workers.pin, initargs=(slots,)
+    ) as pool:
         for record in pool.map(functools.partial(run_job, str(out), base), jobs()):
-            log(f"pilot: {record['domain']} {_variant_name(record['variant'])} seed {record['seed']}: {record['scores']}")
+            log(
+                f"pilot: {record['domain']} {_variant_name(record['variant'])} seed {record['seed']}: {record['scores']}"
+            )
             records.append(record)
     log(write_record(out, records))
     return out
