@@ -13,6 +13,27 @@ import random
 from promot_tasks.toy_world.world import ADJECTIVES, NOUNS, World
 
 
+_INSTRUCTIONS = {
+    "Reverse the words": lambda w: " ".join(reversed(w)),
+    "Sort the words": lambda w: " ".join(sorted(w)),
+    "Count the words": lambda w: str(len(w)),
+    "Repeat the last word twice": lambda w: f"{w[-1]} {w[-1]}",
+    "Give the first letters": lambda w: " ".join(x[0] for x in w),
+    "Join the words with dashes": lambda w: "-".join(w),
+    "Give the first word": lambda w: w[0],
+    "Drop the first word": lambda w: " ".join(w[1:]),
+}
+# Word-level operations only: a word-level vocabulary cannot spell a word's letters, join
+# words into a new token, or know the alphabet's order (the DMT lab's pilot round 1).
+WORD_INSTRUCTIONS = (
+    "Count the words",
+    "Drop the first word",
+    "Give the first word",
+    "Repeat the last word twice",
+    "Reverse the words",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Difficulty:
     """How hard the three domains are; the defaults are the registered toy tasks'
@@ -23,6 +44,14 @@ class Difficulty:
     max_number: int = 20  # starting amount; amounts bought are up to 3/4 of it
     code_depth: tuple[int, int] = (1, 3)  # expression tree depth (inclusive)
     list_words: tuple[int, int] = (3, 6)  # words per instruction's list (inclusive)
+    instructions: tuple[str, ...] = (  # general's instructions (`toy_general`: these six)
+        "Count the words",
+        "Give the first letters",
+        "Join the words with dashes",
+        "Repeat the last word twice",
+        "Reverse the words",
+        "Sort the words",
+    )
 
     def __post_init__(self):
         for name in ("math_steps", "code_depth", "list_words"):
@@ -31,13 +60,19 @@ class Difficulty:
                 raise ValueError(
                     f"Difficulty.{name} must be (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}"
                 )
+        unknown = sorted(set(self.instructions) - set(_INSTRUCTIONS))
+        if unknown or not self.instructions:
+            raise ValueError(
+                f"Difficulty.instructions: unknown {unknown}; choose from {sorted(_INSTRUCTIONS)}"
+            )
         if self.max_number < 4:
             raise ValueError(f"Difficulty.max_number must be >= 4, got {self.max_number}")
 
 
-DEFAULT_DIFFICULTY = Difficulty()
-
 _ITEMS = ("apples", "books", "stones", "lamps", "letters", "coins", "eggs", "shells")
+
+
+DEFAULT_DIFFICULTY = Difficulty()
 
 
 def math_word_problem(
@@ -117,23 +152,13 @@ def _words(rng: random.Random, difficulty: Difficulty) -> list[str]:
     return [rng.choice(pool) for _ in range(rng.randint(*difficulty.list_words))]
 
 
-_INSTRUCTIONS = {
-    "Reverse the words": lambda w: " ".join(reversed(w)),
-    "Sort the words": lambda w: " ".join(sorted(w)),
-    "Count the words": lambda w: str(len(w)),
-    "Repeat the last word twice": lambda w: f"{w[-1]} {w[-1]}",
-    "Give the first letters": lambda w: " ".join(x[0] for x in w),
-    "Join the words with dashes": lambda w: "-".join(w),
-}
-
-
 def instruction_following(
     rng: random.Random, world: World, difficulty: Difficulty = DEFAULT_DIFFICULTY
 ) -> dict[str, str]:
     """General analog: one or two user turns of word-list instructions; answer the last one."""
     turns = []
     for _ in range(rng.choice((1, 1, 2))):
-        instruction = rng.choice(sorted(_INSTRUCTIONS))
+        instruction = rng.choice(sorted(difficulty.instructions))
         words = _words(rng, difficulty)
         turns.append((f"{instruction}: {' '.join(words)}", _INSTRUCTIONS[instruction](words)))
     dialogue = []

@@ -145,5 +145,5 @@ def feature_lengths(
         for split in ("train", "validation"):
             for ex in runner.load_examples(task, split, None):
                 for key in lengths:
-                    lengths[key] = max(lengths[key], len(ex[key]) + 1)
+                    lengths[key] = max(lengths[key], len(ex[key]))  # EOS included
     return lengths

@@ -119,6 +119,7 @@ class _Stages:
             log_every=50,
             seed=seed,
             rng_impl=s.rng_impl,
+            pack=True,  # prompt-free: ~2x the examples per step at the same cost
         )
 
 

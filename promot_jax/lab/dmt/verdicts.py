@@ -186,7 +186,7 @@ def k_tradeoff(ks: Sequence[float], domain: Sequence[float], general: Sequence[f
     rho_d = float(spearmanr(ks, domain).statistic)
     rho_g = float(spearmanr(ks, general).statistic)
     rho_d, rho_g = (np.nan_to_num(r) for r in (rho_d, rho_g))  # constant series: no trend
-    hits = (rho_d >= K_RHO) + (rho_g <= -K_RHO)
+    hits = int(rho_d >= K_RHO) + int(rho_g <= -K_RHO)
     return Verdict(
         "larger k trades general ability for domain skill",
         "k sweep: GSM8K 45.8 at k=1 to 41.9 at 1/256; MT-Bench 5.63 to 6.08",
