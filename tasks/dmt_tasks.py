@@ -4,7 +4,8 @@
 `register_code_alpaca(path)` / `register_sharegpt(path)`, or set
 `PROMOT_CODE_ALPACA_JSONL` and `PROMOT_SHAREGPT_JSONL` before importing
 promot_tasks; with both set, `promot_dmt_stage1` / `promot_dmt_stage2` (k = 1/256,
-or `PROMOT_DMT_K`) are registered too. Schemas: see sources.py.
+or `PROMOT_DMT_K`) and the multi-task baseline `promot_dmt_k1_stage2` (all data by size)
+are registered too. Schemas: see sources.py.
 
 GSM8K here is TFDS's 7.5K-example original, not the 110K RFT-augmented set the
 DMT paper trains on; an RFT file can be registered as JSONL through
@@ -100,8 +101,9 @@ def register_dmt_from_env() -> list[str]:
                 f"environment variable {DMT_K_ENV}={raw!r} is not a number; set it to the "
                 f"fraction of domain data in DMT stage 2, e.g. {DMT_K_ENV}=0.00390625 (1/256)"
             ) from None
-        stage1, stage2 = mixtures.dmt_mixtures(
-            ["promot_gsm8k", "promot_code_alpaca"], ["promot_sharegpt"], k=k, name="promot_dmt"
-        )
-        names += [stage1.name, stage2.name]
+        domain, general = ["promot_gsm8k", "promot_code_alpaca"], ["promot_sharegpt"]
+        stage1, stage2 = mixtures.dmt_mixtures(domain, general, k=k, name="promot_dmt")
+        # DMT's multi-task baseline, all data in one stage by size, is stage 2 at k = 1.
+        _, multitask = mixtures.dmt_mixtures(domain, general, k=1.0, name="promot_dmt_k1")
+        names += [stage1.name, stage2.name, multitask.name]
     return names

@@ -160,7 +160,7 @@ def test_eval_the_training_monitor_and_the_lab_score_alike(ckpt, tmp_path):
         == by_task["toy_triviaqa_1shot"]["scores"]["exact_match"]
     )
     settings = runner.DecodeSettings(search="greedy", max_examples=4)
-    lab, rows = LabEvaluator(settings, 4, 4).suite_run(
+    lab, rows = LabEvaluator(settings, 4).suite_run(
         model, "toy_rte", "same_format", "x", suite_tasks=False
     )
     [target] = lab["results"]

@@ -13,7 +13,7 @@ from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
 from promot_jax.lab import evaluate
 from promot_jax.lab.config import BASE_DIR, LabBase
 
-LENGTHS = evaluate.DMT_LENGTHS
+LENGTHS = {"inputs": 64, "targets": 56}  # room for the toy math / code examples scored here
 
 
 @pytest.fixture(scope="module")

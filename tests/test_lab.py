@@ -11,13 +11,11 @@ import pytest
 
 from promot_jax.lab import pipeline, plan, verdicts
 from promot_jax.lab.config import BASE_DIR, LabSettings
-from promot_jax.lab.evaluate import DMT_TASKS
 from promot_jax.lab.figures import FIGURES
 from promot_jax.lab.plan import (
     C1,
     C2,
     C4,
-    DOMAIN_STAGE,
     FT,
     MECHANISM,
     PRETRAINED,
@@ -37,7 +35,6 @@ SECTIONS = (
     "## Table 4 analog",
     "## Table 2 analog",
     "## Figures 1, 2 and 7 analogs",
-    "## DMT Table 1 analog",
     "## Design and hyperparameters (fixed before running)",
 )
 
@@ -96,12 +93,6 @@ def test_quick_lab_report_structure_and_finite_numbers(quick_lab):
     assert {v["verdict"] for v in results["verdicts"]} <= allowed
     for interval in results["paired"]["norm"]:
         assert interval["low"] <= interval["estimate"] <= interval["high"]
-    dmt = [r for r in results["rows"].values() if r["table"] == plan.DMT]
-    for run in dmt:  # decoded scores for every DMT row
-        assert set(run["scores"]) == set(DMT_TASKS), run["label"]
-    assert "token acc" in report
-    assert "DMT (k=1/256) keeps more of the domains than mixed sequential" in report
-    assert any(r["label"] == DOMAIN_STAGE for r in dmt)
     # The sensitivity table: the lab's own setting plus each grid setting, both methods.
     assert "## Sensitivity: stage 2's dropout and label smoothing" in report
     for dropout, smoothing in REGULARIZATION_GRID:
@@ -169,10 +160,10 @@ def test_the_numbers_do_not_depend_on_the_number_of_workers(quick_lab, tmp_path)
     from promot_jax import checkpoints
 
     main_only = dataclasses.replace(
-        QUICK, controls=False, run_enfr=False, run_dmt=False, regularization_grid=False
+        QUICK, controls=False, run_enfr=False, regularization_grid=False
     )
     out = pipeline.run_lab(tmp_path / "one", main_only, BASE_DIR, log=lambda s: None, workers=1)
-    lab = plan.build_plan(main_only, pipeline.LabBase.read(BASE_DIR), out)
+    lab = plan.build_plan(main_only, pipeline.LabBase.read(BASE_DIR))
     for exp in lab.experiments:
         for name, stage in exp.stages.items():
             ours, theirs = (

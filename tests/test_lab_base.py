@@ -70,7 +70,7 @@ def test_shipped_base_matches_the_code_that_made_it():
     assert params["encoder"]["layers_2"]["mlp"]["wi_0"]["kernel"].shape == (128, 512)
 
 
-def test_lab_design_follows_the_papers_ratios(tmp_path):
+def test_lab_design_follows_the_papers_ratios():
     from promot_jax.lab import plan
     from promot_jax.lab.config import LabSettings
 
@@ -79,7 +79,7 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
     assert len(settings.seeds) >= 3
     stages = [
         st
-        for exp in plan.build_plan(settings, LabBase(BASE_DIR), tmp_path).experiments
+        for exp in plan.build_plan(settings, LabBase(BASE_DIR)).experiments
         for st in exp.stages.values()
     ]
     for st in stages:
@@ -87,7 +87,7 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
         assert st.model.dropout_rate == (settings.model_dropout if tuned else 0.0), st.method
         assert st.label_smoothing == (settings.model_label_smoothing if tuned else 0.0), st.method
     # The controls run the model-tuning recipe of standard FT on other data.
-    exps = {e.name: e for e in plan.build_plan(settings, LabBase(BASE_DIR), tmp_path).experiments}
+    exps = {e.name: e for e in plan.build_plan(settings, LabBase(BASE_DIR)).experiments}
     ft = exps["main/finetune/s10"].stages["ft"]
     for name, mixture in (
         ("controls/pretraining_mixture/s10", "lab_toy_pretrain"),
@@ -102,23 +102,21 @@ def test_lab_design_follows_the_papers_ratios(tmp_path):
     assert lrs["promot_stage1"] == settings.prompt_lr and lrs["finetune"] == settings.model_lr
 
 
-@pytest.mark.parametrize("key", sorted(LENGTHS))
-def test_lab_lengths_truncate_no_example(key):
+@pytest.mark.parametrize("task", sorted(LENGTHS))
+def test_lab_lengths_truncate_no_example(task):
     """The lab pads each stage to its longest example; a longer one would be cut silently."""
     import promot_tasks  # noqa: F401  (registers the toy tasks)
     from promot_jax.lab import plan
 
-    lengths = plan.LENGTHS[key]
-    tasks = mixtures.DMT_DOMAIN + mixtures.DMT_GENERAL if key == "dmt" else (key,)
-    for task in tasks:
-        for split in ("train", "validation"):
-            ds = seqio.get_mixture_or_task(task).get_dataset(None, split=split, shuffle=False)
-            longest = {"inputs": 0, "targets": 0}
-            for ex in ds.as_numpy_iterator():
-                for feature in longest:
-                    longest[feature] = max(longest[feature], len(ex[feature]))
-            for feature, n in longest.items():
-                assert n <= lengths[feature], f"{task} {split}: {feature} of {n} > {lengths}"
+    lengths = plan.LENGTHS[task]
+    for split in ("train", "validation"):
+        ds = seqio.get_mixture_or_task(task).get_dataset(None, split=split, shuffle=False)
+        longest = {"inputs": 0, "targets": 0}
+        for ex in ds.as_numpy_iterator():
+            for feature in longest:
+                longest[feature] = max(longest[feature], len(ex[feature]))
+        for feature, n in longest.items():
+            assert n <= lengths[feature], f"{task} {split}: {feature} of {n} > {lengths}"
 
 
 def test_the_scale_axis_base_has_at_least_four_times_the_parameters():
@@ -142,9 +140,9 @@ def test_a_base_is_read_at_its_own_size_and_the_plan_trains_that_size(tmp_path):
     checkpoints.save_params(network.init_params(config, jax.random.key(0)), tmp_path / "b10")
     base = LabBase.read(tmp_path / "b10")
     assert base.size == "10m"
-    lab = plan.build_plan(LabSettings(), base, tmp_path / "lab")
+    lab = plan.build_plan(LabSettings(), base)
     assert lab.base == base
     for exp in lab.experiments:
         for st in exp.stages.values():
             assert (st.model.emb_dim, st.model.num_encoder_layers) == (256, 4), exp.name
-            assert st.init_checkpoint == str(base.path), exp.name  # no DMT in the default lab
+            assert st.init_checkpoint == str(base.path), exp.name

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,7 @@ SETTINGS = LabSettings(run_variants=True)
 
 
 def _plan(settings=SETTINGS):
-    return plan.build_plan(settings, LabBase(BASE_DIR), Path("/lab"))
+    return plan.build_plan(settings, LabBase(BASE_DIR))
 
 
 def _experiment(p, name):
@@ -134,9 +133,7 @@ def test_quick_lab_with_variants_reports_every_variant(tmp_path):
     section and its three verdicts in the report, finite paired differences."""
     from promot_jax.lab import pipeline
 
-    settings = dataclasses.replace(
-        LabSettings.quick(), run_variants=True, run_dmt=False, run_enfr=False
-    )
+    settings = dataclasses.replace(LabSettings.quick(), run_variants=True, run_enfr=False)
     pipeline.run_lab(tmp_path / "lab", settings, BASE_DIR, log=lambda s: None)
     text = (tmp_path / "lab" / "report.md").read_text()
     assert "## Variants: LoRA in stage 1, a trainable prompt, prompt length" in text

@@ -1,8 +1,9 @@
-"""`promot-jax lab`: the mini-lab (format specialization, ProMoT's fix, DMT) on a CPU in minutes.
+"""`promot-jax lab`: the mini-labs on a CPU in minutes: format specialization and ProMoT's fix;
+`promot-jax lab dmt`: the DMT paper's argument.
 
 promot-jax lab                       # full lab from the shipped base, new lab_runs/lab-<time>/
 promot-jax lab --quick               # the same pipeline, reduced (CI)
-promot-jax lab --full                # + ablations, toy RTE, En-Fr, DMT
+promot-jax lab --full                # + ablations, toy RTE, En-Fr
 promot-jax lab --out DIR             # resume an interrupted lab in DIR (--force: start over)
 promot-jax lab --seeds 10,11,12      # the seeds of the main rows (default: held-out 10,11,12)
 promot-jax lab --regularization_grid # + stage 2 with its dropout / label smoothing off
@@ -26,7 +27,7 @@ import json
 import time
 from pathlib import Path
 
-HELP = "the mini-lab: fine-tune the toy base model with FT / ProMoT / DMT and write a report"
+HELP = "the mini-labs: fine-tune the toy base model (FT / ProMoT; `dmt`: DMT) and write a report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="also the ablations, toy RTE (secondary target), En-Fr and DMT (~15 more minutes)",
+        help="also the ablations, toy RTE (secondary target) and En-Fr; DMT is `promot-jax lab dmt`",
     )
     parser.add_argument(
         "--variants",
@@ -207,15 +208,11 @@ def _pretrain(args) -> int:
     seconds = time.perf_counter() - start
     print(f"pretrained base: {base} ({seconds:.0f}s)")
     n = args.eval_examples
-    evaluator = evaluate.LabEvaluator(runner.DecodeSettings(search="greedy", max_examples=n), n, n)
+    evaluator = evaluate.LabEvaluator(runner.DecodeSettings(search="greedy", max_examples=n), n)
     model = evaluate.load_base(LabBase(base, size))
     run, _ = evaluator.suite_run(model, "toy_rte", "never", "pretrained base")
-    dmt = evaluator.dmt_run(model, "pretrained base")
-    run["dmt"], run["dmt_teacher_forced"] = dmt["scores"], dmt["teacher_forced"]
     run_dirs.write_atomic(Path(args.out, pretrain.BASE_EVAL_JSON), json.dumps(run, indent=2))
     print(reports.markdown_table({"pretrained base": [run]}))
-    print("DMT tasks:", run["dmt"])
-    print("DMT tasks, teacher-forced:", run["dmt_teacher_forced"])
     return 0
 
 

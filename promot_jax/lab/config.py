@@ -1,11 +1,10 @@
 """The lab's fixed design: model size, stage lengths, learning rates, seeds, eval sizes.
 
-Ratios follow the papers, scaled to a 128-d model on 2 CPU cores: ProMoT stage 1
+Ratios follow the paper, scaled to a 128-d model on 2 CPU cores: ProMoT stage 1
 (prompt, Adafactor LR 0.2) runs longer than stage 2 (trunk, LR 1e-3 in the paper;
 here 6e-3, so that steps x LR stays near the paper's 1000 x 1e-3), and
-every model-tuning stage uses the paper's stage-2 dropout and label smoothing (0.1);
-DMT stage 2 mixes general data with a fraction k of the domain data. The paper's
-values (prompt LR, model-tuning dropout and label smoothing) are read from its recipe
+every model-tuning stage uses the paper's stage-2 dropout and label smoothing (0.1). The
+paper's values (prompt LR, model-tuning dropout and label smoothing) are read from its recipe
 (`promot_jax.recipe`, gin/recipe/paper.gin), the file both runners' gin files read.
 One known departure: the lab's prompt-only stages run without dropout (lab/plan.py),
 where the recipe's prompt tuning now has 0.1 (prompt-tuning's effective setting); every
@@ -137,7 +136,8 @@ IN_FORMAT_TARGET = "toy_cb"  # control C2: narrow FT on a format the base alread
 class LabSettings:
     """One lab run's size. The default is the main rows and the controls; `full()` adds the
     other tables; `quick()` is the CI variant (one seed, a few steps, a few examples per
-    task, without control C1 and DMT's sequential rows, with En-Fr and DMT's others)."""
+    task, without control C1, with En-Fr). DMT is not here: it is its own lab, `promot-jax
+    lab dmt` (`promot_jax.lab.dmt`, docs/dmt_lab_design.md)."""
 
     seeds: tuple[int, ...] = HELD_OUT_SEEDS
     prompt_length: int = 50  # pilot (docs/lab_pilot.md)
@@ -158,17 +158,12 @@ class LabSettings:
     decode: str = "greedy"
     controls: bool = True  # C1, C2, C4 on the first seed (C3, prompt tuning, on every seed)
     control_c1: bool = True  # C1 reads the whole pretraining mixture (~30 s of set-up)
-    # `full()` adds these (first seed): ~15 more minutes at the pilot's settings.
+    # `full()` adds these (first seed): ~15 more minutes at the pilot's settings (timed with
+    # the old DMT rows, which have since left for `promot-jax lab dmt`).
     secondary: bool = False  # toy RTE (format not new): FT, prompt tuning, ProMoT
     run_enfr: bool = False  # Table 4 analog
     run_ablations: bool = False  # ProMoT + 1-shot, joint
-    run_dmt: bool = False  # DMT Table 1 and the k sweep (issue 20 replaces this design)
-    dmt_steps: int = 30  # per DMT stage (domain or general)
-    dmt_lr: float = 6e-3  # DMT's design predates the pilot and keeps its LR
-    dmt_ks: tuple[float, ...] = (1.0, 1 / 16, 1 / 256)
-    dmt_eval_examples: int = 32
     fixed_random_prompt: bool = False  # FT with a fixed random prompt (Table 6; +1 minute)
-    dmt_sequential: bool = True  # general-only and sequential DMT baselines
     # `--variants` (every seed; issue 19, docs/lab_design.md "Variants"): ProMoT with LoRA in
     # stage 1, stage 2 with the prompt trainable, and ProMoT at other prompt lengths.
     run_variants: bool = False
@@ -198,8 +193,9 @@ class LabSettings:
 
     @classmethod
     def full(cls, **overrides) -> LabSettings:
-        """The default lab plus the ablations, the secondary target, En-Fr and DMT."""
-        extra = dict(secondary=True, run_enfr=True, run_ablations=True, run_dmt=True)
+        """The default lab plus the ablations, the secondary target and En-Fr (DMT is its own
+        lab: `promot-jax lab dmt`, docs/dmt_lab_design.md)."""
+        extra = dict(secondary=True, run_enfr=True, run_ablations=True)
         return cls(**{**extra, **overrides})
 
     @classmethod
@@ -214,12 +210,7 @@ class LabSettings:
             target_examples=8,
             eval_examples=4,
             bootstrap_samples=50,
-            dmt_steps=3,
-            dmt_ks=(1 / 256,),
-            dmt_eval_examples=4,
             control_c1=False,
             run_enfr=True,  # a target without a label set (no leak figure) in the report
-            run_dmt=True,
-            dmt_sequential=False,
             smoke=True,
         )

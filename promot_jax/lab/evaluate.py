@@ -14,17 +14,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from promot_jax import checkpoints, run_dirs
+from promot_jax import checkpoints
 from promot_jax.evaluation import reports, runner, suite
 from promot_jax.evaluation.model_source import LoadedModel, load_model
-from promot_jax.evaluation.teacher_forced import TeacherForcedScorer
 from promot_jax.lab.config import LabBase
-from promot_jax.lab.mixtures import DMT_DOMAIN, DMT_GENERAL
-from promot_jax.lab.plan import LENGTHS
 from promot_tasks.toy_world import formats
-
-DMT_TASKS = (*DMT_DOMAIN, *DMT_GENERAL)
-DMT_LENGTHS = LENGTHS["dmt"]  # the DMT stages' own feature lengths
 
 
 def load_base(base: LabBase) -> LoadedModel:
@@ -36,13 +30,11 @@ def load_base(base: LabBase) -> LoadedModel:
 class LabEvaluator:
     """Decodes with shared decoders and cached examples; greedy or beam as configured."""
 
-    def __init__(self, settings: runner.DecodeSettings, dmt_examples: int, target_examples: int):
+    def __init__(self, settings: runner.DecodeSettings, target_examples: int):
         self.settings = settings
-        self.dmt_settings = dataclasses.replace(settings, max_examples=dmt_examples)
         self.target_settings = dataclasses.replace(settings, max_examples=target_examples)
         self._decoded: dict[tuple, tuple[dict, list[dict]]] = {}
         self._decoders = runner.Decoders()
-        self._scorers: dict[str, TeacherForcedScorer] = {}
         self._examples: dict[tuple[str, int | None], list] = {}
 
     def _load(self, entry: suite.SuiteEntry, n: int | None) -> list:
@@ -94,46 +86,12 @@ class LabEvaluator:
         run = {"config": config, "summary": reports.summarize(results), "results": results}
         return run, {r["task"]: rows for r, rows in scored}
 
-    def _teacher_forced_scorer(self, config) -> TeacherForcedScorer:
-        config = runner.scoring_config(config)
-        key = repr(config)
-        if key not in self._scorers:
-            self._scorers[key] = TeacherForcedScorer(config, DMT_LENGTHS)
-        return self._scorers[key]
-
-    def dmt_run(self, model: LoadedModel, label: str, tasks: Sequence[str] = DMT_TASKS) -> dict:
-        """Math, code and general scores (0-shot; no prompt in DMT), decoded and, on the
-        same examples, teacher-forced (token accuracy and loss of the reference answers)."""
-        entries = [suite.entry(t) for t in tasks]
-        results = []
-        for e in entries:
-            results += [r for r, _ in self._score(model, [e], e, "never", self.dmt_settings)]
-        scores = {r["task"]: r["score"] for r in results}
-        config, params = model.bare()
-        scorer = self._teacher_forced_scorer(config)
-        n = self.dmt_settings.max_examples
-        teacher_forced = {
-            e.task: scorer.score(params, e.task, e.info.eval_split, n) for e in entries
-        }
-        run_config = {
-            "label": label,
-            "checkpoint": model.source,
-            "decode": self.dmt_settings.__dict__,
-            "teacher_forced_lengths": DMT_LENGTHS,
-        }
-        return {
-            "config": run_config,
-            "scores": scores,
-            "teacher_forced": teacher_forced,
-            "results": results,
-        }
-
 
 def output_shares(
     task: str, outputs: Sequence[str], labels: Sequence[str] | None
 ) -> dict[str, float] | None:
     """% of `outputs` of each kind in formats.OUTPUT_KINDS (label of the fine-tuned target /
-    the task's own format / empty / other); None for a task without a format check (DMT)."""
+    the task's own format / empty / other); None for a task without a format check."""
     _, key, _ = suite.split_name(task)
     if not formats.has_check(key):
         return None
@@ -147,7 +105,7 @@ def evaluate(
     out_dir: Path,
     source: Path | None,
     base: LabBase,
-    target: str | None,
+    target: str,
     rule: str,
     label: str,
     suite_tasks: bool = True,
@@ -158,10 +116,6 @@ def evaluate(
     if done.is_file():
         return json.loads(done.read_text())
     model = load_base(base) if source is None else load_model(source, which="final")
-    if target is None:
-        run = evaluator.dmt_run(model, label)
-        run_dirs.write_atomic(done, json.dumps(run, indent=2))
-        return run
     run, rows = evaluator.suite_run(model, target, rule, label, suite_tasks=suite_tasks)
     for task, task_rows in rows.items():
         runner.write_predictions(out_dir, task, task_rows)

@@ -1,5 +1,5 @@
 """The lab's figures: training curves (ProMoT Figures 1, 2 and 7 analogs), the mechanism
-figure, Norm. Avg. per method and the DMT k sweep.
+figure and Norm. Avg. per method.
 
 Every curve is drawn on one step axis where trunk training starts at the same place for
 standard FT and ProMoT: FT's steps are shifted by stage 1's length (before the dotted
@@ -9,22 +9,19 @@ line only ProMoT's prompt trains). Percent axes run from 0 to 100.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from promot_jax.evaluation import plots
-from promot_jax.lab.mixtures import k_label
 from promot_jax.lab.plan import FT, Experiment
 
 FIG_LEAK = "fig1_2_leak_and_target.png"
 FIG_ALIGNMENT = "fig7_gradient_alignment.png"
 FIG_NORM_AVG = "norm_avg.png"
 FIG_MECHANISM = "mechanism.png"
-FIG_K_SWEEP = "dmt_k_sweep.png"
-FIGURES = (FIG_LEAK, FIG_ALIGNMENT, FIG_NORM_AVG, FIG_MECHANISM, FIG_K_SWEEP)
+FIGURES = (FIG_LEAK, FIG_ALIGNMENT, FIG_NORM_AVG, FIG_MECHANISM)
 STEP0_JSON = "step0.json"
 ALIGN_KEYS = ("grad_align/all", "grad_align/mlp")
 
@@ -130,25 +127,4 @@ def plot_mechanism(bars: Mapping[str, Sequence[tuple[float, float]]], path: Path
     ax.set_title("Where the format lives: the target with and without the prompt")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_k_sweep(dmt: Mapping[str, list[dict]], ks: Sequence[float], path: Path, values) -> str:
-    """`values(runs, task)` -> per-run figures; one panel each for decoded and teacher-forced."""
-    plt = plots._pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, (ylabel, fn) in zip(axes, values, strict=True):
-        for task in ("toy_math", "toy_code", "toy_general"):
-            means = []
-            for k in ks:
-                got = [v for v in fn(dmt.get(f"DMT k={k_label(k)}", []), task) if v is not None]
-                means.append(np.mean(got) if got else np.nan)
-            ax.plot([math.log2(k) for k in ks], means, marker="o", label=task)
-        ax.set_xticks([math.log2(k) for k in ks], [k_label(k) for k in ks])
-        ax.set_xlabel("k (fraction of domain data in DMT stage 2)")
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("DMT k sweep analog")
     return _save(fig, path)

@@ -1,4 +1,4 @@
-"""The lab's mixtures: pretraining (`toy_pretrain`'s members, re-weighted) and DMT's.
+"""The lab's mixture: pretraining (`toy_pretrain`'s members, re-weighted).
 
 The lab evaluates the in-context suite 1-shot, and 4-shot XSum/WikiLingua inputs
 are ~800 tokens, four times the lab's input length: truncated, they would teach
@@ -39,32 +39,3 @@ def register_lab_pretrain(settings: PretrainSettings | None = None) -> str:
         )
         seqio.MixtureRegistry.add(name, members)
     return name
-
-
-DMT_DOMAIN = ("toy_math", "toy_code")
-DMT_GENERAL = ("toy_general",)
-
-
-def k_label(k: float) -> str:
-    """1.0 -> "1", 0.25 -> "1/4", 1/256 -> "1/256" (the DMT paper's notation)."""
-    return "1" if k == 1 else f"1/{round(1 / k)}"
-
-
-def dmt_stage2_mixture(k: float) -> str:
-    """Registers (once) DMT stage 2 for fraction `k`: general data + k x domain data."""
-    import seqio
-
-    from promot_tasks import mixtures
-
-    name = f"lab_toy_dmt_k{round(1 / k)}"
-    if f"{name}_stage2" not in seqio.MixtureRegistry.names():
-        mixtures.dmt_mixtures(list(DMT_DOMAIN), list(DMT_GENERAL), k=k, name=name)
-    return f"{name}_stage2"
-
-
-def dmt_multitask_mixture() -> str:
-    """The multi-task baseline's mixture: math, code and general in one stage, by size.
-
-    That is exactly DMT stage 2 at k=1 (general + 1 x domain), so it is reused.
-    """
-    return dmt_stage2_mixture(1.0)

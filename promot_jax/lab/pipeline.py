@@ -128,7 +128,7 @@ def run_lab(
     }
     from promot_jax.lab import plan
 
-    lab_plan = plan.build_plan(settings, base, out)
+    lab_plan = plan.build_plan(settings, base)
     entries = lab_entries([exp.name for exp in lab_plan.experiments])
     resumed = prepare_out_dir(out, record, force, entries, log)
     log(
@@ -264,14 +264,13 @@ def run_unit(out: str | Path, settings: LabSettings, base: LabBase, name: str | 
 
     enable_compile_cache()
     out = Path(out)
-    lab_plan = plan.build_plan(settings, base, out)
+    lab_plan = plan.build_plan(settings, base)
     key = (str(out), settings, base)
     if key not in _EVALUATORS:
         _EVALUATORS[key] = evaluate.LabEvaluator(
             runner.DecodeSettings(
                 search=settings.decode, batch_size=16, max_examples=settings.eval_examples
             ),
-            settings.dmt_eval_examples,
             settings.target_examples,
         )
     evaluator = _EVALUATORS[key]

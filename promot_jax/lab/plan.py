@@ -16,14 +16,14 @@ matching strings.
   prompt trainable, and ProMoT at other prompt lengths (issue 19; docs/lab_design.md).
 - secondary (first seed): toy RTE, whose format is not new.
 - en_fr (Table 4; first seed): pretrained, standard FT, prompt tuning, ProMoT.
-- dmt (DMT Table 1 and the k sweep; first seed).
+
+DMT is not planned here: it is its own lab, `promot-jax lab dmt` (`promot_jax.lab.dmt`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 from promot_jax import methods, train
 from promot_jax.lab import mixtures
@@ -49,19 +49,17 @@ LENGTHS = {
     IN_FORMAT_TARGET: {"inputs": 56, "targets": 4},
     SECONDARY_TARGET: {"inputs": 48, "targets": 4},
     EN_FR: {"inputs": 20, "targets": 16},
-    "dmt": {"inputs": 64, "targets": 56},
 }
 BASE = "base"  # a Row's source meaning the pretrained model itself
 
 # Tables and labels: the report reads these names, never strings of its own.
-MAIN, CONTROLS, ABLATIONS, VARIANTS, SECONDARY, EN_FR_TABLE, DMT, REGULARIZATION = (
+MAIN, CONTROLS, ABLATIONS, VARIANTS, SECONDARY, EN_FR_TABLE, REGULARIZATION = (
     "main",
     "controls",
     "ablations",
     "variants",
     "secondary",
     "en_fr",
-    "dmt",
     "regularization",
 )
 PRETRAINED, FT, PT, PROMOT, MECHANISM = (
@@ -93,8 +91,6 @@ def prompt_length_label(method: str, length: int) -> str:
     return f"{method}, P = {length}"
 
 
-# The model after the shared domain stage (mixed sequential's and DMT's stage 1).
-DOMAIN_STAGE = "domains only (DMT stage 1)"
 # Stage 2's (dropout, label smoothing) that LabSettings.regularization_grid adds; the lab's
 # own (model_dropout, model_label_smoothing) is the seed's main run.
 REGULARIZATION_GRID = ((0.0, 0.1), (0.1, 0.0), (0.0, 0.0))
@@ -119,16 +115,16 @@ class Experiment:
 class Row:
     """One model to score, and where it goes in the report.
 
-    `target`: the fine-tuned task (None: DMT's tasks). `suite=False` scores the target
-    only (prompt tuning's suite is the base's: the prompt is removed there and the trunk
-    is frozen; the mechanism row asks only about the target).
+    `target`: the fine-tuned task. `suite=False` scores the target only (prompt tuning's
+    suite is the base's: the prompt is removed there and the trunk is frozen; the mechanism
+    row asks only about the target).
     """
 
     table: str
     label: str
     seed: int
     source: str  # "<experiment>/<stage>" or BASE
-    target: str | None
+    target: str
     rule: str = "same_format"
     suite: bool = True
 
@@ -251,7 +247,7 @@ def _target_rows(
     return exps, rows
 
 
-def build_plan(settings: LabSettings, base: LabBase, root: Path) -> Plan:
+def build_plan(settings: LabSettings, base: LabBase) -> Plan:
     """The lab's experiments and rows for `settings` and base checkpoint `base`."""
     exps: list[Experiment] = []
     rows: list[Row] = [Row(MAIN, PRETRAINED, 0, BASE, PRIMARY_TARGET, rule="never")]
@@ -288,10 +284,6 @@ def build_plan(settings: LabSettings, base: LabBase, root: Path) -> Plan:
         rows += [Row(EN_FR_TABLE, PRETRAINED, 0, BASE, EN_FR, rule="never"), *r]
     if settings.regularization_grid:
         e, r = _regularization_grid(settings, base, first)
-        exps += e
-        rows += r
-    if settings.run_dmt:
-        e, r = _dmt(settings, base, first, root)
         exps += e
         rows += r
     return Plan(exps, rows, base)
@@ -401,61 +393,4 @@ def _variants(settings: LabSettings, base: LabBase, seed: int):
                 suite=False),
             Row(VARIANTS, prompt_length_label(PROMOT, length), seed, f"{name}/stage2", task),
         ]  # fmt: skip
-    return exps, rows
-
-
-def _dmt(settings: LabSettings, base: LabBase, seed: int, root: Path):
-    """DMT Table 1 analogs; every DMT run shares the mixed-sequential domain stage."""
-
-    def stage(mixture: str, steps: int | None = None, init: str | None = None):
-        return _stage(
-            "finetune", mixture, steps or settings.dmt_steps, settings.dmt_lr, LENGTHS["dmt"],
-            settings, base, seed, init=init,
-        )  # fmt: skip
-
-    domain_stage = f"dmt/mixed_sequential/s{seed}/domain"
-    domain_params = str(root / domain_stage / "final_params")
-    exps, rows = [], [Row(DMT, PRETRAINED, 0, BASE, None)]
-    if settings.dmt_sequential:
-        exps += [
-            Experiment(f"dmt/general_only/s{seed}", {"general": stage("toy_general")}),
-            Experiment(
-                f"dmt/sequential/s{seed}",
-                {
-                    "code": stage("toy_code"),
-                    "math": stage("toy_math", init=PREVIOUS_STAGE),
-                    "general": stage("toy_general", init=PREVIOUS_STAGE),
-                },
-            ),
-        ]
-        rows += [
-            Row(DMT, "general only", seed, f"dmt/general_only/s{seed}/general", None),
-            Row(DMT, "sequential", seed, f"dmt/sequential/s{seed}/general", None),
-        ]
-    exps += [
-        Experiment(
-            f"dmt/multitask/s{seed}",
-            {"all": stage(mixtures.dmt_multitask_mixture(), steps=2 * settings.dmt_steps)},
-        ),
-        Experiment(
-            f"dmt/mixed_sequential/s{seed}",
-            {
-                "domain": stage("toy_dmt_stage1"),
-                "general": stage("toy_general", init=PREVIOUS_STAGE),
-            },
-        ),
-    ]
-    rows += [
-        Row(DMT, "multi-task", seed, f"dmt/multitask/s{seed}/all", None),
-        Row(DMT, DOMAIN_STAGE, seed, domain_stage, None),
-        Row(DMT, "mixed sequential", seed, f"dmt/mixed_sequential/s{seed}/general", None),
-    ]
-    for k in settings.dmt_ks:
-        name = f"dmt/k{round(1 / k)}/s{seed}"
-        exps.append(
-            Experiment(
-                name, {"general_k": stage(mixtures.dmt_stage2_mixture(k), init=domain_params)}
-            )
-        )
-        rows.append(Row(DMT, f"DMT k={mixtures.k_label(k)}", seed, f"{name}/general_k", None))
     return exps, rows

@@ -2,9 +2,9 @@
 
 `report.md` holds the verdict per claim (thresholds in `verdicts`), the main table on the
 primary target with paired bootstrap intervals per seed, what the outputs become, the
-controls, the ablations, the secondary target (toy RTE), the Table 4 analog, the training
-curves and the DMT tables; `results.json` holds every number the tables show (the CI
-test checks they are finite).
+controls, the ablations, the secondary target (toy RTE), the Table 4 analog and the
+training curves; `results.json` holds every number the tables show (the CI test checks they
+are finite). DMT has a lab and a report of its own (`promot_jax.lab.dmt`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import numpy as np
 
 from promot_jax import param_count, run_dirs
 from promot_jax.evaluation import plots, reports, runner
-from promot_jax.lab import dmt_report, figures, paper, stats, verdicts
+from promot_jax.lab import figures, paper, stats, verdicts
 from promot_jax.lab.config import LAB_SIZES, PILOT_SEEDS, PRIMARY_TARGET, LabSettings
 from promot_jax.lab.pipeline import EVALS_DIR
 from promot_jax.lab.plan import (
     ABLATIONS,
     C1,
     CONTROLS,
-    DMT,
     EN_FR_TABLE,
     FT,
     LORA_STAGE1,
@@ -466,15 +465,6 @@ def write_report(
         {**scored.group(MAIN, main_labels), **scored.group(CONTROLS)}, out / figures.FIG_NORM_AVG
     )
     figs.append(figures.FIG_NORM_AVG)
-    dmt = scored.group(DMT)
-    if dmt:
-        figs.append(
-            figures.plot_k_sweep(
-                dmt, list(settings.dmt_ks), out / figures.FIG_K_SWEEP,
-                (("decoded score", dmt_report.decoded),
-                 ("teacher-forced token accuracy %", dmt_report.token_accuracy)),
-            )
-        )  # fmt: skip
     p = paired_intervals(scored, MAIN, samples)
     variants = variant_comparisons(scored, settings) if plan.rows_of(VARIANTS) else []
     claims = judge(scored, p, curves, samples, variants)
@@ -504,7 +494,7 @@ def write_report(
         f"{PILOT_SEEDS}).",
         "",
         f"Seeds: {seeds} (held out: no design choice looked at them). Main rows on every seed "
-        "(mean ± sample std); controls, ablations, the secondary target, En-Fr and DMT on "
+        "(mean ± sample std); controls, ablations, the secondary target and En-Fr on "
         f"seed {settings.seeds[0]}. Target: first {settings.target_examples} validation "
         f"examples, 0-shot; suite: 1-shot, first {settings.eval_examples} validation "
         f"examples per task, {settings.decode} decoding; prompt removed for tasks of other "
@@ -589,16 +579,6 @@ def write_report(
             "",
             regularization_table(scored, settings),
         ]
-    if dmt:
-        md += [
-            "## DMT Table 1 analog (seed "
-            f"{settings.seeds[0]}; {settings.dmt_steps} steps per stage, multi-task "
-            f"{2 * settings.dmt_steps}; first {settings.dmt_eval_examples} validation examples)",
-            "",
-            *dmt_report.dmt_checks(dmt, settings),
-            "",
-            dmt_report.dmt_tables(dmt, settings),
-        ]
     md += [
         "## Design and hyperparameters (fixed before running)",
         "",
@@ -625,7 +605,6 @@ def write_report(
                 "label": row.label,
                 "seed": row.seed,
                 "summary": results[row.key].get("summary"),
-                **({"scores": results[row.key]["scores"]} if row.table == DMT else {}),
             }
             for row in plan.rows
         },
