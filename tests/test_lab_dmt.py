@@ -175,7 +175,7 @@ def test_the_paired_interval_resamples_the_same_examples():
         verdicts.paired_interval([1, 0], [1], 10)
 
 
-def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), lr=6e-3):
+def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), lr=pilot.LRS[0]):
     records = []
     for domain, scores in ((MATH, math_scores), (CODE, code_scores), (GENERAL, general_scores)):
         for variant in pilot.variants(domain):
@@ -187,7 +187,7 @@ def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), l
                     scores.get(json.dumps(variant), (0, 0)) if isinstance(scores, dict) else scores
                 )
                 records.append({"domain": domain, "variant": variant, "seed": seed, "lr": lr,
-                                "scores": {"150": got[0] - 10, "300": got[1]}})  # fmt: skip
+                                "scores": {str(pilot.CAPS[0]): got[0] - 10, str(pilot.CAPS[-1]): got[1]}})  # fmt: skip
     return records
 
 
@@ -197,7 +197,7 @@ def test_the_pilot_rule_takes_the_hardest_passing_variant_then_the_smallest_cap(
     choice = pilot.choose(_pilot_records(math_scores))
     assert choice["difficulty"]["max_number"] == second["max_number"]
     assert choice["difficulty"]["list_words"] == pilot.VARIANTS[GENERAL][-1]["list_words"]
-    assert choice["max_steps"] == 300  # the second variant fails the floor at 150 steps
+    assert choice["max_steps"] == pilot.CAPS[-1]  # the second variant fails at the first cap
     below = pilot.choose(_pilot_records({json.dumps(easiest): (40, 45)}))
     assert below["difficulty"]["max_number"] == easiest["max_number"] and below["why"]
 

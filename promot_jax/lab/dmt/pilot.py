@@ -7,12 +7,12 @@ scored on the domain's 200 validation examples at every cap (constant LR: the ch
 at step S is the S-step run). Rule (`choose`), per LR: per domain the hardest variant
 reaching `FLOOR`% on both seeds at the largest cap while the base scores below
 `BASE_CEILING`%, then the smallest cap at which every chosen variant still passes; the
-lab's LR (6e-3) is kept when all three domains pass there, else the LR where they all
-pass, else the LR whose weakest domain scores highest.
+lowest LR at which all three domains pass, else the LR whose weakest domain scores highest.
 
-This is round 2. Round 1 (unpacked, 6e-3 only, caps 150 / 300, general with all six
-instructions) found math and general below the floor; its record is in
-docs/dmt_lab_design.md "Pilot record".
+This is round 3 (docs/dmt_lab_design.md "Pilot record" has rounds 1 and 2): the budget
+caps a stage at 100 steps and code at depth 1-2 (a depth-3 program doubles the row's
+target length); LR 2e-2 joins round 2's 1e-2, whose records (same runs, scored at 50 and
+100 steps among others) are read back from the same directory.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from promot_jax.lab.dmt.config import CODE, DOMAINS, GENERAL, MATH, DmtSettings
 from promot_tasks.toy_world.dmt import WORD_INSTRUCTIONS, Difficulty
 
 FLOOR, BASE_CEILING = 60.0, 20.0
-CAPS = (100, 150, 200)
-LRS = (6e-3, 1e-2)  # the lab's, then the higher one
+CAPS = (50, 100)
+LRS = (1e-2, 2e-2)  # lowest first
 # Per domain, easiest first: the knob values the pilot tries (the rest of Difficulty is
 # irrelevant to that domain's generator). General takes the word-level instructions.
 VARIANTS: dict[str, tuple[dict, ...]] = {
@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[dict, ...]] = {
         {"math_steps": (1, 1), "max_number": 10},
         {"math_steps": (1, 2), "max_number": 10},
     ),
-    CODE: ({"code_depth": (1, 2)}, {"code_depth": (1, 3)}),
+    CODE: ({"code_depth": (1, 2)},),
     GENERAL: (
         {"list_words": (2, 4), "instructions": WORD_INSTRUCTIONS},
         {"list_words": (3, 6), "instructions": WORD_INSTRUCTIONS},
@@ -117,7 +117,7 @@ def run_job(out: str, base, job) -> dict:
             init_checkpoint=str(base.path),
             save_every=max(CAPS),
             keep=1,
-            eval_every=CAPS[1] - CAPS[0],
+            eval_every=CAPS[0],
             eval_batches=1,
             log_every=50,
             seed=seed,
@@ -198,18 +198,14 @@ def choose_at(records: list[dict], lr: float) -> dict:
 
 
 def choose(records: list[dict]) -> dict:
-    """The registered rule over both rounds (module docstring)."""
-    lab_lr, other = LRS
-    ran = {lr for lr in LRS if all(
+    """The registered rule over the LRs (module docstring)."""
+    ran = [lr for lr in LRS if all(
         any(r["lr"] == lr and r["domain"] == d and r["seed"] is not None for r in records)
         for d in DOMAINS
-    )}  # fmt: skip
-    at = {lr: choose_at(records, lr) for lr in sorted(ran, reverse=True)}
-    if lab_lr in at and at[lab_lr]["passes"]:
-        return at[lab_lr]
-    if other in at and at[other]["passes"]:
-        return at[other]
-    return max(at.values(), key=lambda c: c["weakest"])
+    )]  # fmt: skip
+    at = [choose_at(records, lr) for lr in ran]
+    passing = [c for c in at if c["passes"]]
+    return passing[0] if passing else max(at, key=lambda c: c["weakest"])
 
 
 def write_record(out: Path, records: list[dict]) -> str:
@@ -219,7 +215,7 @@ def write_record(out: Path, records: list[dict]) -> str:
         "",
         f"Rule: hardest variant with >= {FLOOR}% on both seeds at {max(CAPS)} steps and the base "
         f"< {BASE_CEILING}%; then the smallest cap of {CAPS} at which the chosen variants pass; "
-        "per LR, the lab's LR first (module docstring of promot_jax/lab/dmt/pilot.py).",
+        "the lowest LR at which all pass (module docstring of promot_jax/lab/dmt/pilot.py).",
         "",
         "| domain | variant | LR | base | "
         + " | ".join(f"seed {s} @ {c}" for s in PILOT_SEEDS for c in CAPS)
