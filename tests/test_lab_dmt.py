@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from promot_jax import cli
 from promot_jax.lab import verdicts as lab_verdicts
 from promot_jax.lab.config import LabBase
-from promot_jax.lab.dmt import config, data, pilot, plan, verdicts
+from promot_jax.lab.dmt import data, pilot, plan, verdicts
 from promot_jax.lab.dmt.config import CODE, DOMAINS, GENERAL, MATH, DmtSettings
 
 
@@ -186,8 +185,10 @@ def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), l
                 got = (
                     scores.get(json.dumps(variant), (0, 0)) if isinstance(scores, dict) else scores
                 )
-                records.append({"domain": domain, "variant": variant, "seed": seed, "lr": lr,
-                                "scores": {str(pilot.CAPS[0]): got[0] - 10, str(pilot.CAPS[-1]): got[1]}})  # fmt: skip
+                scores = {str(pilot.CAPS[0]): got[0] - 10, str(pilot.CAPS[-1]): got[1]}
+                records.append(
+                    {"domain": domain, "variant": variant, "seed": seed, "lr": lr, "scores": scores}
+                )
     return records
 
 

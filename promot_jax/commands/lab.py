@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="also the ablations, toy RTE (secondary target) and En-Fr; DMT is `promot-jax lab dmt`",
+        help="also the ablations, toy RTE (secondary target) and En-Fr (DMT: `lab dmt`)",
     )
     parser.add_argument(
         "--variants",

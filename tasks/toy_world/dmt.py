@@ -12,7 +12,6 @@ import random
 
 from promot_tasks.toy_world.world import ADJECTIVES, NOUNS, World
 
-
 _INSTRUCTIONS = {
     "Reverse the words": lambda w: " ".join(reversed(w)),
     "Sort the words": lambda w: " ".join(sorted(w)),

@@ -178,7 +178,8 @@ def choose_at(records: list[dict], lr: float) -> dict:
             )
             passes = False
             why.append(
-                f"{domain} at LR {lr:g}: no variant reached {FLOOR}% on both seeds; highest minimum taken (below the floor)"
+                f"{domain} at LR {lr:g}: no variant reached {FLOOR}% on both seeds; the highest "
+                "minimum taken (below the floor)"
             )
         weakest = min(weakest, min(_scores(records, domain, picked[domain], lr, max(CAPS))))
         knobs.update(picked[domain])
@@ -247,7 +248,8 @@ def write_record(out: Path, records: list[dict]) -> str:
                 )
     lines += [
         "",
-        f"Chosen: {_variant_name(choice['difficulty'])}; LR {choice['learning_rate']:g}; max_steps {choice['max_steps']}.",
+        f"Chosen: {_variant_name(choice['difficulty'])}; LR {choice['learning_rate']:g}; "
+        f"max_steps {choice['max_steps']}.",
         *choice["why"],
         "",
     ]
@@ -281,7 +283,8 @@ def run_pilot(out: str | Path, base_path=None, workers: int | None = None, log=p
     ) as pool:
         for record in pool.map(functools.partial(run_job, str(out), base), jobs()):
             log(
-                f"pilot: {record['domain']} {_variant_name(record['variant'])} seed {record['seed']}: {record['scores']}"
+                f"pilot: {record['domain']} {_variant_name(record['variant'])} LR "
+                f"{record['lr']:g} seed {record['seed']}: {record['scores']}"
             )
             records.append(record)
     log(write_record(out, records))

@@ -154,14 +154,17 @@ def build_plan(settings: DmtSettings, base: LabBase, out: str | Path) -> Plan:
         for d in s.fractions:
             if g == d == 1.0:
                 continue
-            add(RATIO, f"general {fraction_label(g)} + domain {fraction_label(d)}", first,
-                f"ratio/general{_den(g)}_domain{_den(d)}",
-                stage(stage.amounts(general=g, math=d, code=d), first), general=g, domain=d)  # fmt: skip
+            label = f"general {fraction_label(g)} + domain {fraction_label(d)}"
+            amounts = stage.amounts(general=g, math=d, code=d)
+            add(RATIO, label, first, f"ratio/general{_den(g)}_domain{_den(d)}",
+                stage(amounts, first), general=g, domain=d)  # fmt: skip
     for g in s.fractions:  # F3 reverse: domain fixed at 1, general varied
         if g in (1.0, low):
             continue  # (1, 1) is F2's; (low, 1) is above
-        add(RATIO, f"general {fraction_label(g)} + domain 1", first, f"ratio/general{_den(g)}_domain1",
-            stage(stage.amounts(general=g, math=1.0, code=1.0), first), general=g, domain=1.0)  # fmt: skip
+        amounts = stage.amounts(general=g, math=1.0, code=1.0)
+        name = f"ratio/general{_den(g)}_domain1"
+        label = f"general {fraction_label(g)} + domain 1"
+        add(RATIO, label, first, name, stage(amounts, first), general=g, domain=1.0)
 
     everything = stage.amounts(**dict.fromkeys(DOMAINS, 1.0))
     general = {GENERAL: s.pools[GENERAL]}

@@ -238,15 +238,16 @@ def _ratio(res: Results, s: DmtSettings, out: Path) -> tuple[list[str], dict[str
         for i, g in enumerate(drops):
             xs = sorted(drops[g])
             amounts = [int(d * s.pools[MATH]) + int(d * s.pools[CODE]) for d in xs]
-            ax.plot(amounts, [drops[g][d] + (_score(res.one(plan.SCALING, domain=GENERAL, fraction=g), GENERAL) or 0) for d in xs],
-                    "o-", color=f"C{i}", label=f"general at {fraction_label(g)}")  # fmt: skip
+            alone = _score(res.one(plan.SCALING, domain=GENERAL, fraction=g), GENERAL) or 0
+            scores = [drops[g][d] + alone for d in xs]
+            ax.plot(amounts, scores, "o-", color=f"C{i}", label=f"general at {fraction_label(g)}")
         ax.set_xscale("log")
 
     def domain_panel(ax):
         x = [math.log2(g) for g in fr]
         for i, domain in enumerate(DOMAINS):
-            ax.plot(x, [np.nan if _score(reverse[g], domain) is None else _score(reverse[g], domain) for g in fr],
-                    "o-", color=f"C{i}", label=domain)  # fmt: skip
+            ys = [_score(reverse[g], domain) for g in fr]
+            ax.plot(x, [np.nan if y is None else y for y in ys], "o-", color=f"C{i}", label=domain)
         _fraction_axis(ax, fr)
 
     figure = _line_plot(out / FIG_RATIO, [
@@ -275,6 +276,10 @@ def _strategy_runs(res: Results) -> dict[str, dict[int, dict]]:
     return runs
 
 
+def _seeds(s: DmtSettings) -> str:
+    return ", ".join(map(str, s.seeds))
+
+
 def _mean_row(label: str, runs: Mapping[int, dict], ref) -> str:
     cells = [
         reports.mean_std_cell([r["scores"][d] for r in runs.values()], digits=1) for d in DOMAINS
@@ -285,7 +290,7 @@ def _mean_row(label: str, runs: Mapping[int, dict], ref) -> str:
 
 def _strategies(res: Results, s: DmtSettings, out: Path, runs) -> list[str]:
     lines = [
-        f"## T1: training strategies (Table 1 analog; seeds {', '.join(map(str, s.seeds))}, mean ± std)",
+        f"## T1: training strategies (Table 1 analog; seeds {_seeds(s)}, mean ± std)",
         "",
         "Every strategy trains the same number of general-data steps.",
         "",
@@ -314,7 +319,7 @@ def _strategies(res: Results, s: DmtSettings, out: Path, runs) -> list[str]:
 
 def _k_sweep(res: Results, s: DmtSettings, out: Path) -> tuple[list[str], dict]:
     lines = [
-        f"## K: the k sweep (seeds {', '.join(map(str, s.seeds))}, mean ± std)",
+        f"## K: the k sweep (seeds {_seeds(s)}, mean ± std)",
         "",
         f"| k | math | code | general | paper {PAPER_METRICS} |",
         "|---|---|---|---|---|",
@@ -387,24 +392,26 @@ def _judge(res: Results, s: DmtSettings, scaling_diffs, gaps, low_label, runs, k
                 [seq[x]["scores"][CODE] - mt[x]["scores"][CODE] for x in seeds]
             )
         )
-        out.append(verdicts.dmt_keeps_both(
-            {d: [dmt[x]["scores"][d] / max(mt[x]["scores"][d], 1e-9) for x in seeds] for d in SPECIALISED},
-            [dmt[x]["scores"][GENERAL] - go[x]["scores"][GENERAL] for x in seeds],
-        ))  # fmt: skip
+        share = {
+            d: [dmt[x]["scores"][d] / max(mt[x]["scores"][d], 1e-9) for x in seeds]
+            for d in SPECIALISED
+        }
+        general = [dmt[x]["scores"][GENERAL] - go[x]["scores"][GENERAL] for x in seeds]
+        out.append(verdicts.dmt_keeps_both(share, general))
     if len(k_means) >= 3:
         ks = sorted(k_means)
-        out.append(verdicts.k_tradeoff(
-            ks, [np.mean([k_means[k][d] for d in SPECIALISED]) for k in ks], [k_means[k][GENERAL] for k in ks]
-        ))  # fmt: skip
+        domain = [np.mean([k_means[k][d] for d in SPECIALISED]) for k in ks]
+        out.append(verdicts.k_tradeoff(ks, domain, [k_means[k][GENERAL] for k in ks]))
     return out
 
 
 def _outputs(res: Results, out: Path, runs) -> list[str]:
     """What the answers become: the first examples of a few rows, output beside reference."""
     first = min((x for r in runs.values() for x in r), default=None)
+    dmt = plan.dmt_label(plan.DMT_K)
     picks = [
-        (GENERAL, plan.GENERAL_ONLY), (GENERAL, plan.MULTITASK), (GENERAL, plan.dmt_label(plan.DMT_K)),
-        (MATH, plan.MULTITASK), (MATH, plan.SEQUENTIAL), (MATH, plan.dmt_label(plan.DMT_K)),
+        (GENERAL, plan.GENERAL_ONLY), (GENERAL, plan.MULTITASK), (GENERAL, dmt),
+        (MATH, plan.MULTITASK), (MATH, plan.SEQUENTIAL), (MATH, dmt),
         (CODE, plan.MULTITASK), (CODE, plan.SEQUENTIAL),
     ]  # fmt: skip
     lines = [f"## What the outputs become (seed {first}, first {OUTPUT_EXAMPLES} examples)", ""]
@@ -433,8 +440,10 @@ def write_report(
         + ("**Smoke run (`--quick`): its numbers judge nothing.** " if s.smoke else ""),
         f"Base: {lab_plan.base.path} ({lab_plan.base.size}). Pools: "
         + ", ".join(f"{d} {s.pools[d]:,}" for d in DOMAINS)
-        + f"; {s.eval_examples} held-out examples per domain, decoded greedily. Difficulty: {s.difficulty}.",
-        f"Compute rule: steps = clip({s.epochs:g} x examples / {s.batch_size}, {s.min_steps}, {s.max_steps}); "
+        + f"; {s.eval_examples} held-out examples per domain, decoded greedily. "
+        f"Difficulty: {s.difficulty}.",
+        f"Compute rule: steps = clip({s.epochs:g} x examples / {s.batch_size}, {s.min_steps}, "
+        f"{s.max_steps}), packed rows; "
         f"LR {s.learning_rate:g}, dropout {s.dropout}, label smoothing {s.label_smoothing}. "
         f"Lab wall time this invocation: {timings.get('lab_this_invocation', 0) / 60:.1f} min.",
         "",

@@ -53,23 +53,20 @@ def run_dmt_lab(
     out = Path(out).absolute()
     lab_plan = plan.build_plan(settings, base, out)
     resumed = pipeline.prepare_out_dir(out, record_of(settings, base), force, entries(), log)
-    log(
-        f"lab dmt: {'resuming' if resumed else 'new run'} in {out} (interrupted? rerun with --out {out})"
-    )
+    state = "resuming" if resumed else "new run"
+    log(f"lab dmt: {state} in {out} (interrupted? rerun with --out {out})")
     timings_path = out / TIMINGS_JSON
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    total, done, start = len(lab_plan.experiments) + 1, 0, time.perf_counter()
+    total, start = len(lab_plan.experiments) + 1, time.perf_counter()
     results: dict[str, dict] = {}
     run = functools.partial(run_unit, str(out), settings, base)
-    for unit_results, unit_timings in pipeline.schedule_units(out, lab_plan, workers, run):
+    units = pipeline.schedule_units(out, lab_plan, workers, run)
+    for done, (unit_results, unit_timings) in enumerate(units, start=1):
         results.update(unit_results)
-        done += 1
         for what, seconds in unit_timings.items():
             timings.setdefault(what, round(seconds, 2))
-        elapsed = time.perf_counter() - start
-        log(
-            f"[{done}/{total}] {', '.join(unit_timings) or 'resumed'} ({elapsed / 60:.1f} min elapsed)"
-        )
+        minutes = (time.perf_counter() - start) / 60
+        log(f"[{done}/{total}] {', '.join(unit_timings) or 'resumed'} ({minutes:.1f} min elapsed)")
         run_dirs.write_atomic(timings_path, json.dumps(timings, indent=2))
     timings["lab_this_invocation"] = round(time.perf_counter() - start, 1)
     run_dirs.write_atomic(timings_path, json.dumps(timings, indent=2))

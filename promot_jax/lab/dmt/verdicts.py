@@ -136,7 +136,8 @@ def multitask_tradeoff(
         f"general vs general-only per seed {_fmt(general_gap)}; "
         + "; ".join(f"{d} vs DMT {_fmt(g)}" for d, g in domain_gap.items()),
         REPRODUCED if every else PARTIAL if means else NOT_REPRODUCED,
-        f"general <= -{MULTITASK_GENERAL_COST:g} and domains >= DMT's on every seed (partial: the means)",
+        f"general <= -{MULTITASK_GENERAL_COST:g} and domains >= DMT's on every seed "
+        "(partial: the means)",
     )
 
 
