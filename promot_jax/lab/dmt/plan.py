@@ -33,7 +33,7 @@ from promot_jax.lab.dmt.config import (
     DmtSettings,
     fraction_label,
 )
-from promot_jax.lab.plan import Experiment
+from promot_jax.lab.plan import Experiment, Plan  # Plan: experiments, rows (ours), base
 from promot_jax.optimizer import OptimizerConfig
 from promot_jax.train import PREVIOUS_STAGE
 
@@ -72,16 +72,6 @@ class Row:
     def key(self) -> str:
         name = "".join(c if c.isalnum() else "_" for c in self.label).strip("_")
         return f"{self.table}/{name}/s{self.seed}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    experiments: list[Experiment]
-    rows: list[Row]
-    base: LabBase
-
-    def rows_of(self, table: str, label: str | None = None) -> list[Row]:
-        return [r for r in self.rows if r.table == table and label in (None, r.label)]
 
 
 class _Stages:

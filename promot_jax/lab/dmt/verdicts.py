@@ -38,10 +38,14 @@ def paired_interval(a: Sequence[int], b: Sequence[int], samples: int, seed: int 
     return Interval(100.0 * float(a.mean() - b.mean()), float(low), float(high))
 
 
+def _for_both(passed: Sequence[bool]) -> str:
+    """Reproduced when every domain passes, partial when some do."""
+    return REPRODUCED if all(passed) else PARTIAL if any(passed) else NOT_REPRODUCED
+
+
 def keeps_improving(diffs: Mapping[str, Interval], low: str) -> Verdict:
     """diffs: {math, code: f = 1 minus the second fraction}."""
-    ok = [d for d, i in diffs.items() if i.estimate >= KEEPS_IMPROVING and i.low > 0]
-    verdict = REPRODUCED if len(ok) == len(diffs) else PARTIAL if ok else NOT_REPRODUCED
+    verdict = _for_both([i.estimate >= KEEPS_IMPROVING and i.low > 0 for i in diffs.values()])
     return Verdict(
         "math and code keep improving with more data",
         "Fig. 1: GSM8K and HumanEval rise up to the full data",
@@ -69,8 +73,7 @@ def general_saturates(diff: Interval, third: str) -> Verdict:
 
 def mixing_helps(diffs: Mapping[str, Interval], smallest: str) -> Verdict:
     """diffs: {math, code: mixed minus single at the smallest fraction}."""
-    ok = [d for d, i in diffs.items() if i.estimate >= MIXING_HELPS]
-    verdict = REPRODUCED if len(ok) == len(diffs) else PARTIAL if ok else NOT_REPRODUCED
+    verdict = _for_both([i.estimate >= MIXING_HELPS for i in diffs.values()])
     return Verdict(
         "at low data, mixing the domains helps them",
         "Fig. 2: mixed above single at small amounts",
@@ -184,15 +187,15 @@ def k_tradeoff(ks: Sequence[float], domain: Sequence[float], general: Sequence[f
     """Seed means per k: domain (mean of math and code) and general."""
     from scipy.stats import spearmanr
 
-    rho_d = float(spearmanr(ks, domain).statistic)
-    rho_g = float(spearmanr(ks, general).statistic)
-    rho_d, rho_g = (np.nan_to_num(r) for r in (rho_d, rho_g))  # constant series: no trend
-    hits = int(rho_d >= K_RHO) + int(rho_g <= -K_RHO)
+    def rho(values: Sequence[float]) -> float:  # a constant series has no trend: 0
+        return 0.0 if np.ptp(values) == 0 else float(spearmanr(ks, values).statistic)
+
+    rho_d, rho_g = rho(domain), rho(general)
     return Verdict(
         "larger k trades general ability for domain skill",
         "k sweep: GSM8K 45.8 at k=1 to 41.9 at 1/256; MT-Bench 5.63 to 6.08",
         f"Spearman rho over k: domain {rho_d:+.2f}, general {rho_g:+.2f}",
-        REPRODUCED if hits == 2 else PARTIAL if hits == 1 else NOT_REPRODUCED,
+        _for_both([rho_d >= K_RHO, rho_g <= -K_RHO]),
         f"domain rho >= +{K_RHO:g} and general rho <= -{K_RHO:g} (partial: one)",
     )
 
