@@ -118,6 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dmt: the data fractions of the scaling, mixing and ratio experiments, 1 first",
     )
     parser.add_argument(
+        "--max_steps",
+        type=int,
+        default=None,
+        help="dmt: the compute rule's cap on a stage's steps (default: the pilot's 100, which "
+        "keeps the lab within 15 minutes here)",
+    )
+    parser.add_argument(
         "--pools",
         type=parse_pools,
         default=None,
@@ -231,7 +238,7 @@ ACTION_FLAGS = {
     },
     "pilot": {"lora": False},
     "scale": {"runs": None},
-    "dmt": {"dmt_pilot": False, "ks": None, "fractions": None, "pools": None},
+    "dmt": {"dmt_pilot": False, "ks": None, "fractions": None, "pools": None, "max_steps": None},
 }
 
 
@@ -268,16 +275,19 @@ def _dmt(args: argparse.Namespace) -> int:
         from promot_jax.lab.dmt import pilot
 
         if args.out is None or any(
-            getattr(args, k) is not None for k in ("ks", "fractions", "pools", "seeds")
+            getattr(args, k) is not None for k in ("ks", "fractions", "pools", "seeds", "max_steps")
         ):
             raise ValueError(
                 "`promot-jax lab dmt --pilot` runs its registered grid on the pilot seeds: give "
-                "--out DIR and drop --ks, --fractions, --pools and --seeds (nothing was run)"
+                "--out DIR and drop --ks, --fractions, --pools, --max_steps and --seeds (nothing "
+                "was run)"
             )
         pilot.run_pilot(args.out, args.base, workers=args.workers)
         return 0
     options = {
-        k: getattr(args, k) for k in ("ks", "fractions", "pools", "seeds") if getattr(args, k)
+        k: getattr(args, k)
+        for k in ("ks", "fractions", "pools", "seeds", "max_steps")
+        if getattr(args, k) is not None
     }
     seeds = options.pop("seeds", None)
     settings = DmtSettings.quick(**({"seeds": seeds} if seeds else {})) if args.quick else None
