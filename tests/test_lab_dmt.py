@@ -102,6 +102,7 @@ def _run(capsys, *argv):
         (("--pools", "math=10,code=x,general=3"), "code's size must be an integer, got 'x'"),
         (("--seeds", "10,x"), "--seeds needs integers such as 10,11,12, got '10,x'"),
         (("--seeds", "101"), "seeds [101] chose the DMT lab's settings"),
+        (("--max_steps", "10"), "need 1 <= min_steps <= max_steps, got 50 and 10"),
         (("--full",), "--full only apply to `promot-jax lab run`"),
         (("--lora",), "--lora only apply to `promot-jax lab pilot`"),
     ],
