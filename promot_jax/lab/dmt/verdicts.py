@@ -67,7 +67,7 @@ def general_saturates(diff: Interval, third: str) -> Verdict:
         "Fig. 1: MT-Bench flat from ~1/256 of ShareGPT",
         f"general f=1 - f={third}: {diff.text()}",
         verdict,
-        f"f={third} within {SATURATES:g} points of f=1 (partial: {SATURATES_PARTIAL:g})",
+        f"f=1 at most {SATURATES:g} points above f={third} (partial: {SATURATES_PARTIAL:g})",
     )
 
 
