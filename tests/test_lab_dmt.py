@@ -78,6 +78,10 @@ def test_the_compute_rule_and_the_general_matched_strategies():
         ({"ks": (1 / 4096,)}, "k 1/4096 leaves no code example"),
         ({"pools": {MATH: 10, "poetry": 5, GENERAL: 10}}, "pools must give a size for each of"),
         ({"seeds": (100, 12)}, "seeds [100] chose the DMT lab's settings"),
+        ({"fractions": (1 / 4, 1.0)}, "the data fractions must start at 1 and decrease"),
+        ({"fractions": (1.0, 0.25, 1 / 4)}, "the data fractions repeat a value: 1, 1/4, 1/4"),
+        ({"ks": (1.0, 1.0)}, "the ks repeat a value"),
+        ({"ks": (1.0,), "pools": {MATH: 1000, CODE: 200, GENERAL: 500}}, "k 1/256 leaves no code"),
         ({"seeds": ()}, "seeds is empty"),
     ],
 )
@@ -139,6 +143,13 @@ def test_each_verdict_can_come_out_either_way():
         verdicts.general_saturates(_interval(20.0, 15, 25), "1/16").verdict
         == verdicts.NOT_REPRODUCED
     )
+    assert verdicts.mixing_helps({MATH: up, CODE: up}, "1/256").verdict == verdicts.REPRODUCED
+    assert verdicts.mixing_helps({MATH: up, CODE: flat}, "1/256").verdict == verdicts.PARTIAL
+    assert (
+        verdicts.mixing_helps({MATH: flat, CODE: flat}, "1/256").verdict == verdicts.NOT_REPRODUCED
+    )
+    assert verdicts.general_saturates(_interval(8.0, 3, 13), "1/16").verdict == verdicts.PARTIAL
+    assert verdicts.amount_not_ratio({"1/4": 7.0}, "1", "1/4").verdict == verdicts.PARTIAL
     assert verdicts.mixing_conflicts({MATH: _interval(-5.0, -9, -1)}).verdict == verdicts.REPRODUCED
     assert verdicts.mixing_conflicts({MATH: _interval(-1.0, -5, 3)}).verdict == verdicts.PARTIAL
     assert verdicts.mixing_conflicts({MATH: up}).verdict == verdicts.NOT_REPRODUCED
@@ -155,9 +166,13 @@ def test_each_verdict_can_come_out_either_way():
     )
     assert verdicts.sequential_forgets([-12.0, -15.0]).verdict == verdicts.REPRODUCED
     assert verdicts.sequential_forgets([-2.0, -30.0]).verdict == verdicts.PARTIAL
-    assert verdicts.dmt_keeps_both({MATH: [0.9, 0.85]}, [-1.0, 2.0]).verdict == verdicts.REPRODUCED
+    kept = {MATH: ([45.0, 34.0], [50.0, 40.0]), CODE: ([0.0, 9.0], [0.0, 10.0])}
+    assert verdicts.dmt_keeps_both(kept, [-1.0, 2.0]).verdict == verdicts.REPRODUCED
+    mean_only = {MATH: ([45.0, 20.0], [50.0, 20.0])}  # domains kept; general -8 on one seed
+    assert verdicts.dmt_keeps_both(mean_only, [-8.0, 2.0]).verdict == verdicts.PARTIAL
     assert (
-        verdicts.dmt_keeps_both({MATH: [0.5, 0.6]}, [-1.0, 2.0]).verdict == verdicts.NOT_REPRODUCED
+        verdicts.dmt_keeps_both({MATH: ([5.0, 0.5], [50.0, 0.0])}, [-1.0, 2.0]).verdict
+        == verdicts.NOT_REPRODUCED
     )
     ks = [1 / 256, 1 / 64, 1 / 16, 1 / 4, 1]
     rising, falling = [10, 20, 30, 40, 50], [50, 40, 30, 20, 10]

@@ -1,8 +1,8 @@
 """The DMT lab's settings: pools, fractions, k, the compute rule and seeds, checked up front.
 
 Sizes follow the paper's proportions (GSM8K-RFT 110K : ShareGPT 86K : Code Alpaca 20K),
-scaled by 1/10 so that DMT stage 2 at k = 1/256 still holds 50 domain examples (13,000 /
-256). Every check runs before anything is trained or written.
+scaled by 1/10 so that DMT stage 2 at k = 1/256 still holds ~50 domain examples (42 math
++ 7 code: each pool's first floor(N / 256)). Every check runs before anything is trained or written.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ MATH, CODE, GENERAL = "math", "code", "general"
 DOMAINS = (MATH, CODE, GENERAL)
 SPECIALISED = (MATH, CODE)  # "domain data" in DMT's sense; general is the rest
 FRACTIONS = (1.0, 1 / 4, 1 / 16, 1 / 64, 1 / 256)
+DMT_K = 1 / 256  # the paper's main setting: T1's DMT row, run whatever `ks` holds
 
 # Chosen by the registered pilot (round 3) on seeds 100/101 under the budget's cap of 100
 # steps (docs/dmt_lab_design.md "Pilot record"): math and code stay below its 60% floor.
@@ -76,10 +77,18 @@ class DmtSettings:
         for what, values in (("data fraction", self.fractions), ("k", self.ks)):
             for v in values:
                 check_fraction(v, what)
+            labels = [fraction_label(v) for v in values]
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"the {what}s repeat a value: {', '.join(labels)}")
+        if self.fractions[0] != 1.0 or list(self.fractions) != sorted(self.fractions, reverse=True):
+            raise ValueError(
+                "the data fractions must start at 1 and decrease (F1-F3 compare each with full "
+                f"data), got {', '.join(fraction_label(f) for f in self.fractions)}"
+            )
         for f in self.fractions:  # F1-F3 take each pool at f
             for domain in DOMAINS:
                 subset_size(self.pools[domain], f, domain, "data fraction")
-        for k in self.ks:  # DMT stage 2 takes k of each domain pool
+        for k in (*self.ks, DMT_K):  # DMT stage 2 takes k of each pool (T1's DMT: 1/256)
             for domain in SPECIALISED:
                 subset_size(self.pools[domain], k, domain, "k")
         if not 1 <= self.min_steps <= self.max_steps:

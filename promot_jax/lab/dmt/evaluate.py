@@ -8,7 +8,7 @@ kept, so the report's intervals resample examples (paired where two models share
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from promot_jax import run_dirs
@@ -82,7 +82,3 @@ def read_outputs(path: Path, domain: str, n: int) -> list[dict]:
     rows_path = path.with_suffix("") / f"{domain}.jsonl"
     with open(rows_path) as f:
         return [json.loads(line) for _, line in zip(range(n), f, strict=False)]
-
-
-def mean_hits(records: Sequence[Mapping], domain: str) -> list[float]:
-    return [100.0 * sum(r["hits"][domain]) / len(r["hits"][domain]) for r in records]

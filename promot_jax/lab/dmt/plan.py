@@ -26,6 +26,7 @@ from promot_jax.lab.config import LabBase
 from promot_jax.lab.dmt import data
 from promot_jax.lab.dmt.config import (
     CODE,
+    DMT_K,
     DOMAINS,
     GENERAL,
     MATH,
@@ -50,7 +51,6 @@ GENERAL_ONLY, MULTITASK, SEQUENTIAL, MIXED_SEQUENTIAL = (
     "mixed sequential",
 )
 DOMAIN_STAGE = "domains only (DMT stage 1)"
-DMT_K = 1 / 256  # the paper's main setting: T1's DMT row
 
 
 def dmt_label(k: float) -> str:

@@ -305,7 +305,12 @@ def _strategies(res: Results, s: DmtSettings, out: Path, runs) -> list[str]:
     width = 0.25
     for i, domain in enumerate(DOMAINS):
         means = [np.mean([r["scores"][domain] for r in runs[label].values()]) for label in labels]
-        stds = [np.std([r["scores"][domain] for r in runs[label].values()]) for label in labels]
+        stds = [
+            np.std([r["scores"][domain] for r in runs[label].values()], ddof=1)
+            if len(runs[label]) > 1
+            else 0.0
+            for label in labels
+        ]
         ax.bar(np.arange(len(labels)) + (i - 1) * width, means, width, yerr=stds, label=domain)
     ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
     ax.set_ylabel("score (%)")
@@ -363,15 +368,18 @@ def _judge(res: Results, s: DmtSettings, scaling_diffs, gaps, low_label, runs, k
                 diffs[d] = _diff(a, b, d, n)
         if diffs:
             out.append(verdicts.keeps_improving(diffs, fraction_label(fr[1])))
-    third = fr[2] if len(fr) > 2 else fr[-1]
-    a, b = (
-        res.one(plan.SCALING, domain=GENERAL, fraction=fr[0]),
-        res.one(plan.SCALING, domain=GENERAL, fraction=third),
-    )
-    if a and b:
+    # fractions start at 1 and decrease (DmtSettings): "early" is the third, or the last
+    third = fr[min(2, len(fr) - 1)]
+    a = res.one(plan.SCALING, domain=GENERAL, fraction=fr[0])
+    b = res.one(plan.SCALING, domain=GENERAL, fraction=third)
+    if a and b and third < 1.0:
         out.append(verdicts.general_saturates(_diff(a, b, GENERAL, n), fraction_label(third)))
     smallest = min(fr)
-    helps = {d: scaling_diffs[d, smallest] for d in SPECIALISED if (d, smallest) in scaling_diffs}
+    helps = {
+        d: scaling_diffs[d, smallest]
+        for d in SPECIALISED
+        if (d, smallest) in scaling_diffs and smallest < 1.0
+    }
     if helps:
         out.append(verdicts.mixing_helps(helps, fraction_label(smallest)))
     conflicts = {d: scaling_diffs[d, 1.0] for d in DOMAINS if (d, 1.0) in scaling_diffs}
@@ -392,12 +400,12 @@ def _judge(res: Results, s: DmtSettings, scaling_diffs, gaps, low_label, runs, k
                 [seq[x]["scores"][CODE] - mt[x]["scores"][CODE] for x in seeds]
             )
         )
-        share = {
-            d: [dmt[x]["scores"][d] / max(mt[x]["scores"][d], 1e-9) for x in seeds]
+        domains = {
+            d: ([dmt[x]["scores"][d] for x in seeds], [mt[x]["scores"][d] for x in seeds])
             for d in SPECIALISED
         }
         general = [dmt[x]["scores"][GENERAL] - go[x]["scores"][GENERAL] for x in seeds]
-        out.append(verdicts.dmt_keeps_both(share, general))
+        out.append(verdicts.dmt_keeps_both(domains, general))
     if len(k_means) >= 3:
         ks = sorted(k_means)
         domain = [np.mean([k_means[k][d] for d in SPECIALISED]) for k in ks]
