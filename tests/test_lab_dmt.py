@@ -81,7 +81,14 @@ def test_the_compute_rule_and_the_general_matched_strategies():
         ({"fractions": (1 / 4, 1.0)}, "the data fractions must start at 1 and decrease"),
         ({"fractions": (1.0, 0.25, 1 / 4)}, "the data fractions repeat a value: 1, 1/4, 1/4"),
         ({"ks": (1.0, 1.0)}, "the ks repeat a value"),
-        ({"ks": (1.0,), "pools": {MATH: 1000, CODE: 200, GENERAL: 500}}, "k 1/256 leaves no code"),
+        (
+            {
+                "ks": (1.0,),
+                "fractions": (1.0, 1 / 4),
+                "pools": {MATH: 1000, CODE: 200, GENERAL: 500},
+            },
+            "k 1/256 leaves no code",
+        ),
         ({"seeds": ()}, "seeds is empty"),
     ],
 )
