@@ -40,7 +40,7 @@ from promot_jax.train import PREVIOUS_STAGE
 
 # Every DMT lab stage shares one shape: the longest tokenized example of the pools at the
 # lab's difficulty, EOS included (tests/test_lab_dmt.py checks nothing is truncated).
-LENGTHS = {"inputs": 39, "targets": 25}
+LENGTHS = {"inputs": 40, "targets": 25}
 
 SCALING, MIXED, RATIO, STRATEGIES, K_SWEEP = "F1", "F2", "F3", "T1", "K"
 BASE = "base"
