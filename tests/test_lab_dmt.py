@@ -42,6 +42,15 @@ def test_the_lab_lengths_hold_every_example_of_the_full_pools():
     assert data.feature_lengths(DOMAINS, *_world(s)) == plan.LENGTHS  # none truncated, none wasted
 
 
+def test_pools_longer_than_the_rows_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from promot_jax.lab.dmt import run
+
+    monkeypatch.setitem(plan.LENGTHS, "targets", 8)
+    with pytest.raises(ValueError, match="longer than the DMT lab's rows"):
+        run.run_dmt_lab(tmp_path / "dmt", DmtSettings.quick(), log=lambda _: None)
+    assert not (tmp_path / "dmt").exists()
+
+
 def test_the_compute_rule_and_the_general_matched_strategies():
     s = DmtSettings()
     assert s.steps(8_600) == s.max_steps and s.steps(10) == s.min_steps

@@ -51,6 +51,7 @@ def run_dmt_lab(
     base = LabBase.read(base)
     workers = pipeline.check_workers(workers)
     out = Path(out).absolute()
+    check_lengths(settings)
     lab_plan = plan.build_plan(settings, base, out)
     resumed = pipeline.prepare_out_dir(out, record_of(settings, base), force, entries(), log)
     state = "resuming" if resumed else "new run"
@@ -72,6 +73,24 @@ def run_dmt_lab(
     run_dirs.write_atomic(timings_path, json.dumps(timings, indent=2))
     report.write_report(out, settings, lab_plan, results, timings, log=log)
     return out
+
+
+def check_lengths(settings: DmtSettings) -> None:
+    """Pools other than the default ones must fit the lab's rows (`plan.LENGTHS`, sized to
+    the default pools' longest example): a longer example would be cut silently."""
+    from promot_jax.lab.dmt import data, plan
+
+    world = (settings.pools, settings.eval_examples, settings.difficulty, settings.pool_seed)
+    default = DmtSettings()
+    if world == (default.pools, default.eval_examples, default.difficulty, default.pool_seed):
+        return  # tests/test_lab_dmt.py checks these fit exactly
+    need = data.feature_lengths(DOMAINS, *world)
+    over = {k: v for k, v in need.items() if v > plan.LENGTHS[k]}
+    if over:
+        raise ValueError(
+            f"these pools hold examples longer than the DMT lab's rows ({over} tokens against "
+            f"{plan.LENGTHS}); use smaller pools or the default difficulty and pool seed"
+        )
 
 
 _SCORERS: dict = {}  # per worker process: one scorer (its decoder and examples) per lab
