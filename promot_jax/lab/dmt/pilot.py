@@ -272,7 +272,9 @@ def run_pilot(out: str | Path, base_path=None, workers: int | None = None, log=p
     base = LabBase.read(base_path)
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    workers = workers or len(lab_workers.cpus())
+    from promot_jax.lab.pipeline import check_workers
+
+    workers = check_workers(workers)  # --workers 0 or below is refused, as by the labs
     context = multiprocessing.get_context("spawn")
     slots = context.Queue()
     for i in range(workers):

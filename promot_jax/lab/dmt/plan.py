@@ -109,7 +109,7 @@ class _Stages:
             log_every=50,
             seed=seed,
             rng_impl=s.rng_impl,
-            pack=True,  # prompt-free: ~2x the examples per step at the same cost
+            pack=True,  # prompt-free: more examples per step at the same step cost
         )
 
 

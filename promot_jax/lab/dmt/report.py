@@ -26,6 +26,7 @@ from promot_jax.lab.dmt.config import (
     DmtSettings,
     fraction_label,
 )
+from promot_jax.lab.pipeline import EVALS_DIR
 
 REPORT_MD, RESULTS_JSON = "report.md", "results.json"
 FIG_SCALING, FIG_RATIO, FIG_STRATEGIES, FIG_K = (
@@ -428,7 +429,7 @@ def _outputs(res: Results, out: Path, runs) -> list[str]:
         if rec is None:
             continue
         rows = [r for r in res.plan.rows if r.label == label and r.seed == first and r.source]
-        path = out / "evals" / f"{rows[0].key}.json"
+        path = out / EVALS_DIR / f"{rows[0].key}.json"
         lines.append(f"- {label}, {domain}:")
         for r in evaluate.read_outputs(path, domain, OUTPUT_EXAMPLES):
             lines.append(f"  - `{r['output']}` (reference `{r['target']}`)")

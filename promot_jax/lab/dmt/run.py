@@ -17,9 +17,8 @@ from pathlib import Path
 from promot_jax import run_dirs
 from promot_jax.lab.config import LabBase
 from promot_jax.lab.dmt.config import DOMAINS, DmtSettings
+from promot_jax.lab.pipeline import EVALS_DIR, LAB_JSON, TIMINGS_JSON  # the labs' one layout
 
-EVALS_DIR = "evals"
-LAB_JSON, TIMINGS_JSON = "lab.json", "timings.json"
 EXPERIMENT_DIRS = ("scaling", "mixed", "ratio", "strategies", "dmt")
 
 
