@@ -70,6 +70,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SIDES = ("ours", "ours_b", "hf", "t5x")  # ours_b: ours under `--ab`'s environment
 METHODS = ("finetune", "promot_stage1", "promot_stage2")
+DTYPES = ("float32", "bfloat16")
 Z_LOSS = 1e-4
 MARK = "@@anchors "  # prefix of a worker's protocol lines on stdout
 
@@ -105,13 +106,23 @@ class Case:
     label_smoothing: float
     rng_impl: str
     base_dir: str | None  # weights to start from (the lab's base), else random
+    dtype: str = "float32"  # the activations' (compute) dtype; parameters stay float32
 
     @property
     def tokens(self) -> int:
         return self.shape.batch * (self.shape.inputs + self.shape.targets)
 
 
-def make_case(shape_name: str, method_name: str) -> Case:
+def make_case(shape_name: str, method_name: str, dtype: str = "float32") -> Case:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    case = _make_case(shape_name, method_name)
+    return dataclasses.replace(
+        case, model=dataclasses.replace(case.model, dtype=dtype), dtype=dtype
+    )
+
+
+def _make_case(shape_name: str, method_name: str) -> Case:
     from promot_jax import methods, network, recipe, train
 
     shape = SHAPES[shape_name]
@@ -328,19 +339,28 @@ class HFStep:
     optimizer: object
     inputs: dict
     label_smoothing: float
+    dtype: str = "float32"
 
     def __call__(self) -> None:
         import torch
 
         self.optimizer.zero_grad(set_to_none=True)
+        # bfloat16: torch's autocast (float32 parameters, bfloat16 matmuls), what a PyTorch
+        # user would turn on; the loss is taken in float32 as ours.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
+            if self.label_smoothing:
+                labels = self.inputs["labels"]
+                out = self.model(**{k: v for k, v in self.inputs.items() if k != "labels"})
+            else:
+                out = self.model(**self.inputs)
         if self.label_smoothing:
-            labels = self.inputs["labels"]
-            out = self.model(**{k: v for k, v in self.inputs.items() if k != "labels"})
             loss = torch.nn.functional.cross_entropy(
-                out.logits.flatten(0, 1), labels.flatten(), label_smoothing=self.label_smoothing
+                out.logits.float().flatten(0, 1),
+                labels.flatten(),
+                label_smoothing=self.label_smoothing,
             )
         else:
-            loss = self.model(**self.inputs).loss
+            loss = out.loss
         loss.backward()
         self.optimizer.step()
 
@@ -415,7 +435,7 @@ def build_hf(case: Case) -> HFStep:
         "decoder_input_ids": torch.from_numpy(batch["decoder_input_tokens"].astype("int64")),
         "labels": torch.from_numpy(batch["decoder_target_tokens"].astype("int64")),
     }
-    return HFStep(model, optimizer, inputs, case.label_smoothing)
+    return HFStep(model, optimizer, inputs, case.label_smoothing, case.dtype)
 
 
 # --------------------------------------------------------------------------- T5X's side
@@ -486,7 +506,7 @@ def build_t5x(case: Case) -> T5XStep:
         "num_decoder_layers",
     ):  # fmt: skip
         bindings.append(f"network.mt5_config.{key} = {getattr(cfg, key)}")
-    bindings.append("network.mt5_config.dtype = 'float32'")
+    bindings.append(f"network.mt5_config.dtype = '{case.dtype}'")
     if case.method == "promot_stage2":
         path = Path(tempfile.mkdtemp()) / "prompt.npy"
         np.save(path, np.asarray(prompt_lib.get_prompt(params)))
@@ -535,7 +555,7 @@ def _send(**msg) -> None:
     sys.stdout.flush()
 
 
-def worker(side: str, shape: str, method: str, threads: int) -> None:
+def worker(side: str, shape: str, method: str, threads: int, dtype: str) -> None:
     """Builds one case, compiles it with one step, then steps on each 'step' line of stdin."""
     _pin_threads(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -548,7 +568,7 @@ def worker(side: str, shape: str, method: str, threads: int) -> None:
         torch.set_num_threads(threads)
         with contextlib.suppress(RuntimeError):  # only settable before any parallel work
             torch.set_num_interop_threads(1)
-    case = make_case(shape, method)
+    case = make_case(shape, method, dtype)
     if side == "ours":
         step = build_ours(case)
     elif side == "hf":
@@ -586,7 +606,9 @@ def ab_env(assignments: str) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, side: str, shape: str, method: str, threads: int, ab: str = ""):
+    def __init__(
+        self, side: str, shape: str, method: str, threads: int, ab: str = "", dtype="float32"
+    ):
         self.side, self.method = side, method
         path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
         env = dict(os.environ, PYTHONPATH=path)
@@ -594,7 +616,8 @@ class Worker:
             env.update(ab_env(ab))
             side = "ours"
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--_worker", side, shape, method, "--threads", str(threads)],
+            [sys.executable, __file__, "--_worker", side, shape, method]
+            + ["--threads", str(threads), "--dtype", dtype],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -642,7 +665,13 @@ def t5x_available() -> bool:
 
 
 def run_group(
-    shape: str, cases: list[tuple[str, str]], steps: int, warmup: int, threads: int, ab: str = ""
+    shape: str,
+    cases: list[tuple[str, str]],
+    steps: int,
+    warmup: int,
+    threads: int,
+    ab: str = "",
+    dtype: str = "float32",
 ) -> list[dict]:
     """Starts every (side, method) of `cases` (one after the other: compiles do not overlap),
     then steps them in turn, `warmup + steps` rounds, reversing the order every round."""
@@ -650,7 +679,7 @@ def run_group(
     results = []
     try:
         for side, method in cases:
-            w = Worker(side, shape, method, threads, ab)
+            w = Worker(side, shape, method, threads, ab, dtype)
             workers.append(w)
             try:
                 w.info.update(w.read())
@@ -689,8 +718,9 @@ def run_group(
 # --------------------------------------------------------------------------- the matmul peak
 
 
-def peak_matmul(threads: int, n: int = 2048, reps: int = 5) -> dict:
-    """This CPU's float32 matmul FLOP/s on `threads` CPUs: XLA (jnp.dot) and torch (mm)."""
+def peak_matmul(threads: int, dtype: str = "float32", n: int = 2048, reps: int = 5) -> dict:
+    """This CPU's matmul FLOP/s on `threads` CPUs: XLA (jnp.dot) and torch (mm). In bfloat16
+    XLA's dot is asked for a float32 result (as promot_jax.mixed_precision does)."""
     _pin_threads(threads)
     import jax
     import jax.numpy as jnp
@@ -700,9 +730,9 @@ def peak_matmul(threads: int, n: int = 2048, reps: int = 5) -> dict:
     torch.set_num_threads(threads)
     out = {}
     x = np.random.default_rng(0).standard_normal((n, n), np.float32)
-    dot = jax.jit(jnp.dot)
-    xj = jnp.asarray(x)
-    xt = torch.from_numpy(x)
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    xj = jnp.asarray(x, dtype)
+    xt = torch.from_numpy(x).to(getattr(torch, dtype))
     for name, fn in (
         ("xla", lambda: dot(xj, xj).block_until_ready()),
         ("torch", lambda: torch.mm(xt, xt)),
@@ -785,15 +815,22 @@ def main() -> None:
         help="also run our step as side 'ours_b' with these environment changes, e.g. "
         "'--xla_cpu_foo=1' (an XLA flag, added to XLA_FLAGS) or 'PROMOT_JAX_XLA_CPU_TUNING=0'",
     )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPES,
+        help="compute dtype on every side (parameters stay float32): ours and T5X through "
+        "T5Config.dtype, HF through torch.autocast",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--_worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--_peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
-        worker(*args._worker, args.threads)
+        worker(*args._worker, args.threads, args.dtype)
         return
     if args._peak:
-        print(json.dumps(peak_matmul(args.threads)))
+        print(json.dumps(peak_matmul(args.threads, args.dtype)))
         return
 
     sides = [s for s in args.sides.split(",") if s]
@@ -806,11 +843,13 @@ def main() -> None:
     methods = args.methods.split(",")
     started = time.time()
     print(
-        f"anchors: {args.threads} threads of {os.cpu_count()} CPUs, {args.steps} timed steps per "
+        f"anchors: {args.dtype}, {args.threads} threads of {os.cpu_count()} CPUs, {args.steps} "
+        "timed steps per "
         f"case after {args.warmup} warm-up, load average {_load()}"
     )
     out = subprocess.run(
-        [sys.executable, __file__, "--_peak", "--threads", str(args.threads)],
+        [sys.executable, __file__, "--_peak", "--threads", str(args.threads)]
+        + ["--dtype", args.dtype],
         capture_output=True,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
@@ -818,7 +857,7 @@ def main() -> None:
     peak = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
     if peak:
         print(
-            f"float32 matmul peak (2048^3): XLA {peak['xla'] / 1e9:.1f} GFLOP/s, "
+            f"{args.dtype} matmul peak (2048^3): XLA {peak['xla'] / 1e9:.1f} GFLOP/s, "
             f"torch {peak['torch'] / 1e9:.1f} GFLOP/s"
         )
     results = []
@@ -830,7 +869,9 @@ def main() -> None:
         )
         for group in groups:
             t0 = time.time()
-            done = run_group(shape, group, args.steps, args.warmup, args.threads, args.ab)
+            done = run_group(
+                shape, group, args.steps, args.warmup, args.threads, args.ab, args.dtype
+            )
             results += done
             shown = ", ".join(f"{r['side']} {r['step_s']:.3f} s" for r in done)
             print(

@@ -145,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", default="mt5_small", choices=sorted(anchors.SHAPES))
     parser.add_argument("--method", default="finetune", choices=anchors.METHODS)
+    parser.add_argument("--dtype", default="float32", choices=anchors.DTYPES)
     parser.add_argument("--steps", type=int, default=2, help="traced steps")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--top", type=int, default=20)
@@ -155,13 +156,14 @@ def main() -> None:
     peak = None
     if args.peak:
         out = subprocess.run(
-            [sys.executable, anchors.__file__, "--_peak", "--threads", str(args.threads)],
+            [sys.executable, anchors.__file__, "--_peak", "--threads", str(args.threads)]
+            + ["--dtype", args.dtype],
             capture_output=True,
             text=True,
         )
         peak = json.loads(out.stdout.strip().splitlines()[-1])["xla"]
     anchors._pin_threads(args.threads)
-    case = anchors.make_case(args.shape, args.method)
+    case = anchors.make_case(args.shape, args.method, args.dtype)
     step = anchors.build_ours(case)
     t0 = time.perf_counter()
     step()
@@ -177,8 +179,9 @@ def main() -> None:
     thread_time = sum(totals.values()) / args.steps
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"{args.shape} {args.method}: step {wall:.3f} s wall (traced), {thread_time:.3f} s of XLA "
-        f"thread time on {args.threads} threads; compile+first {compile_s:.1f} s; load {load}"
+        f"{args.shape} {args.method} {args.dtype}: step {wall:.3f} s wall (traced), "
+        f"{thread_time:.3f} s of XLA thread time on {args.threads} threads; "
+        f"compile+first {compile_s:.1f} s; load {load}"
     )
     if memory is not None:
         gib = 2**30

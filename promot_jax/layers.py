@@ -17,6 +17,7 @@ from flax import linen as nn
 from flax.linen import partitioning
 
 from promot_jax import lora as lora_lib
+from promot_jax import mixed_precision
 
 param_with_axes = partitioning.param_with_axes
 Initializer = Callable[..., jax.Array]
@@ -79,7 +80,7 @@ class Dense(nn.Module):
             axes=self.kernel_axes,
         )
         x = jnp.asarray(x, self.dtype)
-        y = jnp.einsum("...d,df->...f", x, jnp.asarray(kernel, self.dtype))
+        y = mixed_precision.einsum("...d,df->...f", x, kernel, self.dtype)
         if self.lora is None:
             return y
         return lora_lib.add_update(self, x, y, self.kernel_axes, self.lora, self.dtype)
@@ -299,7 +300,7 @@ class MultiHeadAttention(nn.Module):
 
         if self.float32_logits:
             query, key = query.astype(jnp.float32), key.astype(jnp.float32)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+        logits = mixed_precision.einsum("bqhd,bkhd->bhqk", query, key, query.dtype)
         if attn_bias is not None:
             logits = logits + attn_bias.astype(logits.dtype)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
@@ -308,7 +309,7 @@ class MultiHeadAttention(nn.Module):
                 self.make_rng("dropout"), 1.0 - self.dropout_rate, weights.shape
             )
             weights = weights * keep.astype(self.dtype) / (1.0 - self.dropout_rate)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+        out = mixed_precision.einsum("bhqk,bkhd->bqhd", weights, value, self.dtype)
         out = out.reshape(*out.shape[:-2], joined)
         return Dense(
             inputs_q.shape[-1],

@@ -30,7 +30,7 @@ from flax import linen as nn
 from flax import traverse_util
 from flax.linen import partitioning
 
-from promot_jax import paths, run_dirs
+from promot_jax import mixed_precision, paths, run_dirs
 from promot_jax.paths import Path
 
 if TYPE_CHECKING:
@@ -111,8 +111,8 @@ def add_update(
         axes=(AXIS_NAMES[0], kernel_axes[1]),
         module=module,
     )
-    low = jnp.einsum("...d,dr->...r", x, jnp.asarray(a, dtype))
-    return y + jnp.einsum("...r,rf->...f", low, jnp.asarray(b, dtype)) * jnp.asarray(
+    low = mixed_precision.einsum("...d,dr->...r", x, a, dtype)
+    return y + mixed_precision.einsum("...r,rf->...f", low, b, dtype) * jnp.asarray(
         lora.scale, dtype
     )
 
