@@ -217,7 +217,8 @@ def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), l
                 got = (
                     scores.get(json.dumps(variant), (0, 0)) if isinstance(scores, dict) else scores
                 )
-                at = {str(pilot.CAPS[0]): got[0] - 10, str(pilot.CAPS[-1]): got[1]}
+                at = {str(cap): got[0] - 10 for cap in pilot.CAPS[:-1]}
+                at[str(pilot.CAPS[-1])] = got[1]
                 records.append(
                     {"domain": domain, "variant": variant, "seed": seed, "lr": lr, "scores": at}
                 )

@@ -53,9 +53,10 @@ def check_size(size: str) -> str:
 
 
 def base_model_config(size: str = SHIPPED_SIZE, **overrides) -> network.T5Config:
-    """The lab's model of `size` (LAB_SIZES) on the toy vocabulary, float32."""
-    fields = {**LAB_SIZES[check_size(size)], **overrides}
-    return network.mt5_config("tiny", vocab_size=VOCAB_SIZE, dtype="float32", **fields)
+    """The lab's model of `size` (LAB_SIZES) on the toy vocabulary; float32 unless
+    `overrides` name another compute `dtype` (parameters stay float32)."""
+    fields = {"dtype": "float32", **LAB_SIZES[check_size(size)], **overrides}
+    return network.mt5_config("tiny", vocab_size=VOCAB_SIZE, **fields)
 
 
 def size_parameters(size: str) -> int:

@@ -31,6 +31,9 @@ PILOT_DIFFICULTY = Difficulty(
     instructions=WORD_INSTRUCTIONS,
 )
 PILOT_LR, PILOT_CAP = 2e-2, 100
+# bfloat16 compute (float32 parameters), as T5X runs mT5: registered in round 4
+# (docs/dmt_lab_design.md), which gives the step more of the time budget.
+DTYPE = "bfloat16"
 
 
 def fraction_label(f: float) -> str:
@@ -58,6 +61,7 @@ class DmtSettings:
     dropout: float = 0.1
     label_smoothing: float = 0.1
     rng_impl: str = "unsafe_rbg"
+    dtype: str = DTYPE  # compute dtype (T5Config.dtype); parameters stay float32
     pool_seed: int = 0  # the pools are drawn once; seeds vary the training only
     bootstrap_samples: int = 1000
     smoke: bool = False
@@ -96,6 +100,8 @@ class DmtSettings:
             raise ValueError(
                 f"need 1 <= min_steps <= max_steps, got {self.min_steps} and {self.max_steps}"
             )
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
 

@@ -9,10 +9,9 @@ reaching `FLOOR`% on both seeds at the largest cap while the base scores below
 `BASE_CEILING`%, then the smallest cap at which every chosen variant still passes; the
 lowest LR at which all three domains pass, else the LR whose weakest domain scores highest.
 
-This is round 3 (docs/dmt_lab_design.md "Pilot record" has rounds 1 and 2): the budget
-caps a stage at 100 steps and code at depth 1-2 (a depth-3 program doubles the row's
-target length); LR 2e-2 joins round 2's 1e-2, whose records (same runs, scored at 50 and
-100 steps among others) are read back from the same directory.
+This is round 4 (docs/dmt_lab_design.md has rounds 1-3b): the stages compute in bfloat16
+(`DmtSettings.dtype`), whose faster step lets the time budget cap a stage at 150 steps
+instead of 100; the grid, LRs and rule are round 3b's, in a fresh directory.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from promot_jax.lab.dmt.config import CODE, DOMAINS, GENERAL, MATH, DmtSettings
 from promot_tasks.toy_world.dmt import WORD_INSTRUCTIONS, Difficulty
 
 FLOOR, BASE_CEILING = 60.0, 20.0
-CAPS = (50, 100)
+CAPS = (50, 100, 150)
 LRS = (1e-2, 2e-2)  # lowest first
 # Per domain, easiest first: the knob values the pilot tries (the rest of Difficulty is
 # irrelevant to that domain's generator). General takes the word-level instructions.
@@ -92,14 +91,14 @@ def run_job(out: str, base, job) -> dict:
     )
     scores: dict[str, float] = {}
     if seed is None:
-        model = base.config(dropout_rate=0.0)
+        model = base.config(dropout_rate=0.0, dtype=s.dtype)
         from promot_jax import checkpoints
 
         scores["0"] = scorer.score(model, checkpoints.load_params(base.path, model))[domain][
             "score"
         ]
     else:
-        config = base.config(dropout_rate=s.dropout)
+        config = base.config(dropout_rate=s.dropout, dtype=s.dtype)
 
         def eval_fn(params, step):
             scores[str(step)] = scorer.score(config, params)[domain]["score"]

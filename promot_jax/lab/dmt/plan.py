@@ -95,7 +95,7 @@ class _Stages:
         return train.StageConfig(
             method="finetune",
             mixture=data.mixture(amounts, *self.world),
-            model=self.base.config(dropout_rate=s.dropout),
+            model=self.base.config(dropout_rate=s.dropout, dtype=s.dtype),
             steps=steps if steps is not None else s.steps(sum(amounts.values())),
             batch_size=s.batch_size,
             feature_lengths=LENGTHS,

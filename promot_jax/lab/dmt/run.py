@@ -138,7 +138,7 @@ def run_unit(out: str, settings: DmtSettings, base: LabBase, name: str | None):
             continue
         t = time.perf_counter()
         if row.source is None:
-            config = base.config(dropout_rate=0.0)
+            config = base.config(dropout_rate=0.0, dtype=settings.dtype)
             params = checkpoints.load_params(base.path, config)
         else:
             model = load_model(out_path / row.source, which="final")
