@@ -64,6 +64,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -460,26 +461,24 @@ class T5XStep:
         jax.block_until_ready(self.trainer.train_state.params)
 
 
-def _t5x_parts(model=None, partitioner=None, trainer_cls=None):
-    """What the gins bind for `t5x.train` (gin fills the arguments; see `build_t5x`)."""
-    return model, partitioner, trainer_cls
-
-
 def build_t5x(case: Case) -> T5XStep:
     """T5X's `Trainer` over the MODEL, partitioner and trainer class that the project's T5X
     stage gins bind (gin/t5x/: the network, T5X's loss, the method's MultiOptimizer of
     t5x.adafactor). The data, the initial parameters and the loop are the benchmark's: its
     batch, our initial parameters, one `Trainer.train` call per step.
 
-    Not run on the development machines (t5x is not on PyPI): this path is exercised only
-    where t5x is installed from source.
+    Run where t5x is installed from source (it is not on PyPI; README "Speed" says how).
     """
+    import copy
     import tempfile
 
+    import flax
     import jax
     import numpy as np
+    import t5x.train
     from t5x import utils
 
+    import __main__
     import gin
     from promot_jax import prompt as prompt_lib
     from promot_jax.gin_paths import gin_dir
@@ -488,6 +487,11 @@ def build_t5x(case: Case) -> T5XStep:
     params = initial_params(case)
     sizes = {"mt5_small": "small", "lab": "tiny", "tiny": "tiny"}
     bindings = [
+        # Bindings are parsed apart from the files: they need their own imports.
+        "from __gin__ import dynamic_registration",
+        "from t5x import partitioning",
+        "from t5x import utils",
+        "from promot_jax import network",
         "from promot_tasks import vocabularies",
         "VOCABULARY = @vocabularies.toy_vocabulary()",
         f"MODEL_SIZE = '{sizes[case.shape.name]}'",
@@ -497,9 +501,6 @@ def build_t5x(case: Case) -> T5XStep:
         f"BATCH_SIZE = {case.shape.batch}",
         "partitioning.PjitPartitioner.num_partitions = 1",
         f"utils.create_learning_rate_scheduler.base_learning_rate = {case.learning_rate}",
-        "_t5x_parts.model = %MODEL",
-        "_t5x_parts.partitioner = %train.partitioner",
-        "_t5x_parts.trainer_cls = %train.trainer_cls",
     ]
     for key in (
         "vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
@@ -511,13 +512,19 @@ def build_t5x(case: Case) -> T5XStep:
         path = Path(tempfile.mkdtemp()) / "prompt.npy"
         np.save(path, np.asarray(prompt_lib.get_prompt(params)))
         bindings.append(f"PROMPT_FILE = '{path}'")
+    # T5X's run gins configure `__main__.train` (`import __main__ as train_script`), as
+    # `t5x/train.py` run as a script provides it. With skip_unknown, gin 0.5 would also skip
+    # every dynamically registered name it meets first, so nothing is skipped here.
+    __main__.train = t5x.train.train
     gin.clear_config()
-    gin.external_configurable(_t5x_parts, "_t5x_parts")
     gin.add_config_file_search_path(str(gin_dir()))
     gin.parse_config_files_and_bindings(
-        [T5X_STAGE_GIN[case.method]], bindings, finalize_config=False, skip_unknown=True
+        [T5X_STAGE_GIN[case.method]], bindings, finalize_config=False, skip_unknown=False
     )
-    model, partitioner, trainer_cls = gin.get_configurable("_t5x_parts")()
+    model, partitioner, trainer_cls = (
+        copy.deepcopy(gin.query_parameter(f"train_script.train.{k}"))
+        for k in ("model", "partitioner", "trainer_cls")
+    )
     batch = {k: np.asarray(v) for k, v in make_batch(case).items()}
     initializer = utils.TrainStateInitializer(
         optimizer_def=model.optimizer_def,
@@ -526,7 +533,9 @@ def build_t5x(case: Case) -> T5XStep:
         input_types={k: v.dtype for k, v in batch.items()},
         partitioner=partitioner,
     )
-    state = initializer.from_scratch(jax.random.key(0)).replace_params(params)
+    state = initializer.from_scratch(jax.random.key(0)).replace_params(flax.core.freeze(params))
+    # Placed as the train state's axes say, so that the first step does not recompile.
+    state = partitioner.move_params_to_devices(state, initializer.train_state_axes)
     trainer = trainer_cls(
         model=model,
         train_state=state,
@@ -615,12 +624,15 @@ class Worker:
         if side == "ours_b":
             env.update(ab_env(ab))
             side = "ours"
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in `kill`)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--_worker", side, shape, method]
             + ["--threads", str(threads), "--dtype", dtype],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: a worker that logs more than a pipe holds (T5X does)
+            # would block on its next write while we wait for its next step.
+            stderr=self.log,
             text=True,
             env=env,
             cwd=REPO,
@@ -633,7 +645,9 @@ class Worker:
         for line in self.proc.stdout:
             if line.startswith(MARK):
                 return json.loads(line[len(MARK) :])
-        err = self.proc.stderr.read()
+        self.proc.wait()
+        self.log.seek(0)
+        err = self.log.read()
         raise RuntimeError(f"{self.side} {self.method} worker died:\n{err[-3000:]}")
 
     def step(self) -> None:
@@ -653,6 +667,7 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def t5x_available() -> bool:
