@@ -61,6 +61,13 @@ class Dense(nn.Module):
     """A bias-free projection whose kernel is stored 2-D `[in, out]` with logical axes.
 
     With `lora`, a kernel its targets name gets a LoRA adapter beside it (`promot_jax.lora`).
+
+    `flatten_tokens`: in float32 the product runs on `[tokens, in]`, every leading axis
+    flattened into one. The values are the same; the backward pass is faster on XLA:CPU, which
+    otherwise fuses the kernel gradient's transpose of `[batch, length, out]` into the
+    elementwise producer of the output's gradient. bfloat16's products
+    (`mixed_precision`) run faster unflattened. docs/implementation.md, "Projections on
+    flattened tokens", has the measurements.
     """
 
     features: int
@@ -69,6 +76,7 @@ class Dense(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     lora: lora_lib.LoraSpec | None = None
+    flatten_tokens: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -80,7 +88,12 @@ class Dense(nn.Module):
             axes=self.kernel_axes,
         )
         x = jnp.asarray(x, self.dtype)
-        y = mixed_precision.einsum("...d,df->...f", x, kernel, self.dtype)
+        if self.flatten_tokens and jnp.dtype(self.dtype) == jnp.float32:
+            tokens = x.reshape(-1, x.shape[-1])
+            y = mixed_precision.einsum("td,df->tf", tokens, kernel, self.dtype)
+            y = y.reshape(*x.shape[:-1], self.features)
+        else:
+            y = mixed_precision.einsum("...d,df->...f", x, kernel, self.dtype)
         if self.lora is None:
             return y
         return lora_lib.add_update(self, x, y, self.kernel_axes, self.lora, self.dtype)

@@ -122,3 +122,25 @@ def test_a_bfloat16_training_step_follows_the_float32_one(method):
         # Adafactor's clipped update: the direction is what bfloat16 may perturb.
         cos = np.sum(d32 * d16) / (np.linalg.norm(d32) * np.linalg.norm(d16) + 1e-30)
         assert cos > 0.9, cos
+
+
+@pytest.mark.parametrize("shape", [(16, 49, 128), (2, 7, 16)], ids=["lab", "small"])
+def test_flattening_the_tokens_of_a_projection_changes_no_value(shape, dtype="float32"):
+    """Dense's flatten_tokens (float32 only) is a layout choice for XLA: outputs and both
+    gradients are bitwise those of the product over [batch, length, in]."""
+    from promot_jax import layers
+
+    x = jax.random.normal(jax.random.key(1), shape)
+    results = []
+    for flatten in (True, False):
+        dense = layers.Dense(512, ("embed", "mlp"), dtype=jnp.dtype(dtype), flatten_tokens=flatten)
+        params = dense.init(jax.random.key(0), x)
+
+        def loss(p, x, dense=dense):
+            y = dense.apply(p, x).astype(jnp.float32)
+            return jnp.sum(jnp.tanh(y) * jnp.arange(y.shape[-1]))  # every output element counts
+
+        value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+        results.append(jax.tree.leaves((value, grads)))
+    for flat, nested in zip(*results, strict=True):
+        np.testing.assert_array_equal(flat, nested)
