@@ -476,7 +476,6 @@ def build_t5x(case: Case) -> T5XStep:
     Run where t5x is installed from source (it is not on PyPI; README "Speed" says how).
     """
     import copy
-    import tempfile
 
     import flax
     import jax

@@ -79,6 +79,26 @@ def test_both_sides_train_the_same_parameters(method):
             assert {id(p) for p in groups[False]["params"]} == {id(p) for p in prompt}
 
 
+@pytest.mark.t5x
+@pytest.mark.parametrize("method", anchors.METHODS)
+def test_t5x_side_trains_what_the_method_trains(method):
+    """Where t5x is installed from source: T5X's step over the project's gins starts from our
+    initial parameters and moves exactly the parameters ours trains."""
+    pytest.importorskip("t5x")
+    from flax import traverse_util
+
+    case = anchors.make_case("tiny", method)
+    step = anchors.build_t5x(case)
+    start = traverse_util.flatten_dict(jax.device_get(step.trainer.train_state.params), sep="/")
+    initial = traverse_util.flatten_dict(anchors.initial_params(case), sep="/")
+    assert start.keys() == initial.keys()
+    assert all(np.array_equal(start[k], initial[k]) for k in start)
+    step()
+    end = traverse_util.flatten_dict(jax.device_get(step.trainer.train_state.params), sep="/")
+    moved = {k for k in start if not np.array_equal(start[k], end[k])}
+    assert moved == {k for k in start if methods.is_trainable(method, k)}
+
+
 def test_hf_loads_our_base_weights():
     """The lab's side of HF starts from the shipped base, as ours does."""
     import torch
