@@ -206,34 +206,47 @@ def test_the_paired_interval_resamples_the_same_examples():
         verdicts.paired_interval([1, 0], [1], 10)
 
 
-def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), lr=pilot.LRS[0]):
+def _pilot_records(math_scores, code_scores=(80, 85), general_scores=(90, 95), setting=None):
+    reg, lr = setting or pilot.settings()[0]
     records = []
     for domain, scores in ((MATH, math_scores), (CODE, code_scores), (GENERAL, general_scores)):
         for variant in pilot.variants(domain):
-            records.append(
-                {"domain": domain, "variant": variant, "seed": None, "lr": lr, "scores": {"0": 0.0}}
-            )
+            records.append({"domain": domain, "variant": variant, "seed": None, "lr": lr,
+                            "regularisation": reg, "scores": {"0": 0.0}})  # fmt: skip
             for seed in (100, 101):
                 got = (
                     scores.get(json.dumps(variant), (0, 0)) if isinstance(scores, dict) else scores
                 )
                 at = {str(cap): got[0] - 10 for cap in pilot.CAPS[:-1]}
                 at[str(pilot.CAPS[-1])] = got[1]
-                records.append(
-                    {"domain": domain, "variant": variant, "seed": seed, "lr": lr, "scores": at}
-                )
+                records.append({"domain": domain, "variant": variant, "seed": seed, "lr": lr,
+                                "regularisation": reg, "scores": at})  # fmt: skip
     return records
 
 
-def test_the_pilot_rule_takes_the_hardest_passing_variant_then_the_smallest_cap():
+def test_the_pilot_rule_takes_the_hardest_passing_variant_at_the_budgets_cap():
     easiest, second = pilot.variants(MATH)[:2]
     math_scores = {json.dumps(easiest): (90, 90), json.dumps(second): (65, 70)}
     choice = pilot.choose(_pilot_records(math_scores))
     assert choice["difficulty"]["max_number"] == second["max_number"]
     assert choice["difficulty"]["list_words"] == pilot.VARIANTS[GENERAL][-1]["list_words"]
-    assert choice["max_steps"] == pilot.CAPS[-1]  # the second variant fails at the first cap
+    assert choice["max_steps"] == pilot.CAPS[-1] and choice["weakest"] == 70  # math at the cap
     below = pilot.choose(_pilot_records({json.dumps(easiest): (40, 45)}))
     assert below["difficulty"]["max_number"] == easiest["max_number"] and below["why"]
+
+
+def test_the_pilot_rule_prefers_the_setting_with_the_widest_margin_over_the_floor():
+    first, second = pilot.settings()[:2]
+    easiest = json.dumps(pilot.variants(MATH)[0])
+    narrow = _pilot_records({easiest: (60, 61)}, setting=first)
+    wide = _pilot_records({easiest: (70, 75)}, setting=second)
+    failing = _pilot_records({easiest: (95, 50)}, setting=pilot.settings()[2])  # one seed fails
+    choice = pilot.choose(narrow + wide + failing)
+    assert (choice["regularisation"], choice["learning_rate"]) == second and choice["passes"]
+    assert choice["weakest"] == 75  # math, the weakest domain there
+    none_pass = pilot.choose(_pilot_records({easiest: (30, 40)}, setting=first) + failing)
+    assert not none_pass["passes"] and none_pass["why"]
+    assert (none_pass["regularisation"], none_pass["learning_rate"]) == pilot.settings()[2]
 
 
 def test_a_quick_dmt_lab_writes_every_table_figure_and_verdict(tmp_path, capsys):

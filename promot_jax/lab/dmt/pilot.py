@@ -1,17 +1,19 @@
 """The registered pilot (docs/dmt_lab_design.md "The pilot"): which difficulty can the base
-learn, each domain alone at full data, within which step cap and at which LR?
+learn, each domain alone at full data, within the budget's step cap, at which LR and with
+which regularisation?
 
 Pilot seeds only (100, 101); single-domain training only, never a comparison the claims
 are judged by. Each run trains `max(CAPS)` packed steps (as the lab's stages do) and is
 scored on the domain's 200 validation examples at every cap (constant LR: the checkpoint
-at step S is the S-step run). Rule (`choose`), per LR: per domain the hardest variant
-reaching `FLOOR`% on both seeds at the largest cap while the base scores below
-`BASE_CEILING`%, then the smallest cap at which every chosen variant still passes; the
-lowest LR at which all three domains pass, else the LR whose weakest domain scores highest.
+at step S is the S-step run). Rule (`choose`), per setting (regularisation, LR): per domain
+the hardest variant reaching `FLOOR`% on both seeds at the largest cap while the base
+scores below `BASE_CEILING`%; then, among the settings at which all three domains pass,
+the one whose weakest domain (its chosen variant's lower seed) scores highest, else that
+maximum over all settings (reported as below the floor). The cap is the largest.
 
-This is round 4 (docs/dmt_lab_design.md has rounds 1-3b): the stages compute in bfloat16
-(`DmtSettings.dtype`), whose faster step lets the time budget cap a stage at 150 steps
-instead of 100; the grid, LRs and rule are round 3b's, in a fresh directory.
+This is round 5 (docs/dmt_lab_design.md has rounds 1-4): round 4's bfloat16 stages and caps,
+with the regularisation as a new axis: T5's dropout and label smoothing 0.1 (rounds 1-4)
+or none, as the DMT paper's LLaMA fine-tuning trains.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from promot_tasks.toy_world.dmt import WORD_INSTRUCTIONS, Difficulty
 
 FLOOR, BASE_CEILING = 60.0, 20.0
 CAPS = (50, 100, 150)
-LRS = (1e-2, 2e-2)  # lowest first
+LRS = (1e-2, 2e-2)
+# Dropout rate = label smoothing of the stages: T5's 0.1 (rounds 1-4), or none (the paper's).
+REGULARISATION = (0.1, 0.0)
 # Per domain, easiest first: the knob values the pilot tries (the rest of Difficulty is
 # irrelevant to that domain's generator). General takes the word-level instructions.
 VARIANTS: dict[str, tuple[dict, ...]] = {
     MATH: (
         {"math_steps": (1, 1), "max_number": 6},
         {"math_steps": (1, 1), "max_number": 10},
-        {"math_steps": (1, 2), "max_number": 10},
     ),
     CODE: ({"code_depth": (1, 2)},),
     GENERAL: (
@@ -54,19 +57,24 @@ def _variant_name(knobs: Mapping) -> str:
     return ", ".join(f"{k} {v}" for k, v in knobs.items())
 
 
-def jobs() -> list[tuple[str, dict, int | None, float]]:
-    """(domain, variant, seed or None for the base's score, LR)."""
+def settings() -> list[tuple[float, float]]:
+    """(regularisation, LR) pairs the pilot tries."""
+    return [(reg, lr) for reg in REGULARISATION for lr in LRS]
+
+
+def jobs() -> list[tuple[str, dict, int | None, float, float]]:
+    """(domain, variant, seed or None for the base's score, LR, regularisation)."""
     out = []
     for domain in DOMAINS:
         for v in VARIANTS[domain]:
-            out += [(domain, v, seed, lr) for lr in LRS for seed in PILOT_SEEDS]
-            out.append((domain, v, None, LRS[0]))
+            out += [(domain, v, seed, lr, reg) for reg, lr in settings() for seed in PILOT_SEEDS]
+            out.append((domain, v, None, LRS[0], REGULARISATION[0]))
     return out
 
 
-def _job_name(domain: str, variant: dict, seed, lr: float) -> str:
+def _job_name(domain: str, variant: dict, seed, lr: float, reg: float) -> str:
     index = VARIANTS[domain].index(variant)
-    return f"{domain}_v{index}_{'base' if seed is None else f's{seed}'}_lr{lr:g}"
+    return f"{domain}_v{index}_{'base' if seed is None else f's{seed}'}_lr{lr:g}_reg{reg:g}"
 
 
 def run_job(out: str, base, job) -> dict:
@@ -77,8 +85,8 @@ def run_job(out: str, base, job) -> dict:
     from promot_jax.lab.pipeline import enable_compile_cache
     from promot_jax.optimizer import OptimizerConfig
 
-    domain, variant, seed, lr = job
-    path = Path(out) / "runs" / f"{_job_name(domain, variant, seed, lr)}.json"
+    domain, variant, seed, lr, reg = job
+    path = Path(out) / "runs" / f"{_job_name(domain, variant, seed, lr, reg)}.json"
     if path.exists():
         return json.loads(path.read_text())
     enable_compile_cache()
@@ -98,7 +106,7 @@ def run_job(out: str, base, job) -> dict:
             "score"
         ]
     else:
-        config = base.config(dropout_rate=s.dropout, dtype=s.dtype)
+        config = base.config(dropout_rate=reg, dtype=s.dtype)
 
         def eval_fn(params, step):
             scores[str(step)] = scorer.score(config, params)[domain]["score"]
@@ -112,7 +120,7 @@ def run_job(out: str, base, job) -> dict:
             batch_size=s.batch_size,
             feature_lengths=lengths,
             optimizer=OptimizerConfig(learning_rate=lr),
-            label_smoothing=s.label_smoothing,
+            label_smoothing=reg,
             init_checkpoint=str(base.path),
             save_every=max(CAPS),
             keep=1,
@@ -125,7 +133,8 @@ def run_job(out: str, base, job) -> dict:
             pack=True,
         )
         train.train_stage(stage, eval_fn=eval_fn)
-    record = {"domain": domain, "variant": variant, "seed": seed, "lr": lr, "scores": scores}
+    record = {"domain": domain, "variant": variant, "seed": seed, "lr": lr,
+              "regularisation": reg, "scores": scores}  # fmt: skip
     run_dirs.write_atomic(path, json.dumps(record))
     return record
 
@@ -134,13 +143,15 @@ def _same(a: Mapping, b: Mapping) -> bool:
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))  # tuples read back as lists
 
 
-def _scores(records, domain: str, variant: Mapping, lr: float, cap: int) -> list[float]:
+def _scores(records, domain: str, variant: Mapping, setting, cap: int) -> list[float]:
+    reg, lr = setting
     return [
         r["scores"][str(cap)]
         for r in records
         if r["domain"] == domain
         and _same(r["variant"], variant)
         and r["lr"] == lr
+        and r["regularisation"] == reg
         and r["seed"] is not None
     ]
 
@@ -154,43 +165,40 @@ def _base(records, domain: str, variant: Mapping) -> float | None:
     return found[0] if found else None
 
 
-def choose_at(records: list[dict], lr: float) -> dict:
-    """Round 1's rule at one LR: {"difficulty", "max_steps", "passes", "weakest", "why"}."""
-    why, knobs, picked, passes, weakest = [], {}, {}, True, 100.0
+def choose_at(records: list[dict], setting: tuple[float, float]) -> dict:
+    """The rule at one (regularisation, LR): {"difficulty", "max_steps", "learning_rate",
+    "regularisation", "passes", "weakest", "why"}."""
+    reg, lr = setting
+    cap = max(CAPS)
+    why, knobs, passes, weakest = [], {}, True, 100.0
     for domain in DOMAINS:
         tried = [
             v
             for v in variants(domain)
-            if len(_scores(records, domain, v, lr, max(CAPS))) == len(PILOT_SEEDS)
+            if len(_scores(records, domain, v, setting, cap)) == len(PILOT_SEEDS)
         ]
         ok = [
             v
             for v in tried
             if (_base(records, domain, v) or 0.0) < BASE_CEILING
-            and min(_scores(records, domain, v, lr, max(CAPS))) >= FLOOR
+            and min(_scores(records, domain, v, setting, cap)) >= FLOOR
         ]
         if ok:
-            picked[domain] = ok[-1]  # easiest first: the last passing one is the hardest
+            picked = ok[-1]  # easiest first: the last passing one is the hardest
         else:
-            picked[domain] = max(
-                tried, key=lambda v: min(_scores(records, domain, v, lr, max(CAPS)))
-            )
+            picked = max(tried, key=lambda v: min(_scores(records, domain, v, setting, cap)))
             passes = False
             why.append(
-                f"{domain} at LR {lr:g}: no variant reached {FLOOR}% on both seeds; the highest "
-                "minimum taken (below the floor)"
+                f"{domain} at LR {lr:g}, regularisation {reg:g}: no variant reached {FLOOR}% on "
+                "both seeds; the highest minimum taken (below the floor)"
             )
-        weakest = min(weakest, min(_scores(records, domain, picked[domain], lr, max(CAPS))))
-        knobs.update(picked[domain])
-    cap = max(CAPS)
-    for candidate in sorted(CAPS):
-        if all(min(_scores(records, d, picked[d], lr, candidate)) >= FLOOR for d in DOMAINS):
-            cap = candidate
-            break
+        weakest = min(weakest, min(_scores(records, domain, picked, setting, cap)))
+        knobs.update(picked)
     return {
         "difficulty": knobs,
         "max_steps": cap,
         "learning_rate": lr,
+        "regularisation": reg,
         "passes": passes,
         "weakest": weakest,
         "why": why,
@@ -198,14 +206,15 @@ def choose_at(records: list[dict], lr: float) -> dict:
 
 
 def choose(records: list[dict]) -> dict:
-    """The registered rule over the LRs (module docstring)."""
-    ran = [lr for lr in LRS if all(
-        any(r["lr"] == lr and r["domain"] == d and r["seed"] is not None for r in records)
+    """The registered rule over the settings (module docstring)."""
+    ran = [st for st in settings() if all(
+        any(r["lr"] == st[1] and r["regularisation"] == st[0] and r["domain"] == d
+            and r["seed"] is not None for r in records)
         for d in DOMAINS
     )]  # fmt: skip
-    at = [choose_at(records, lr) for lr in ran]
+    at = [choose_at(records, st) for st in ran]
     passing = [c for c in at if c["passes"]]
-    return passing[0] if passing else max(at, key=lambda c: c["weakest"])
+    return max(passing or at, key=lambda c: c["weakest"])  # ties: the earlier setting
 
 
 def write_record(out: Path, records: list[dict]) -> str:
@@ -213,25 +222,27 @@ def write_record(out: Path, records: list[dict]) -> str:
     lines = [
         "# DMT lab pilot (seeds 100, 101; each domain alone at full data)",
         "",
-        f"Rule: hardest variant with >= {FLOOR}% on both seeds at {max(CAPS)} steps and the base "
-        f"< {BASE_CEILING}%; then the smallest cap of {CAPS} at which the chosen variants pass; "
-        "the lowest LR at which all pass (module docstring of promot_jax/lab/dmt/pilot.py).",
+        f"Rule: per (regularisation, LR) the hardest variant with >= {FLOOR}% on both seeds at "
+        f"{max(CAPS)} steps and the base < {BASE_CEILING}%; among the settings where all three "
+        "domains pass, the highest weakest domain (module docstring of "
+        "promot_jax/lab/dmt/pilot.py).",
         "",
-        "| domain | variant | LR | base | "
+        "| domain | variant | reg. | LR | base | "
         + " | ".join(f"seed {s} @ {c}" for s in PILOT_SEEDS for c in CAPS)
         + " |",
-        "|---|---|---|---|" + "---|" * (len(PILOT_SEEDS) * len(CAPS)),
+        "|---|---|---|---|---|" + "---|" * (len(PILOT_SEEDS) * len(CAPS)),
     ]
     for domain in DOMAINS:
         for variant in variants(domain):
             base = _base(records, domain, variant)
-            for lr in LRS:
+            for reg, lr in settings():
                 runs = {
                     r["seed"]: r["scores"]
                     for r in records
                     if r["domain"] == domain
                     and _same(r["variant"], variant)
                     and r["lr"] == lr
+                    and r["regularisation"] == reg
                     and r["seed"] is not None
                 }
                 if not runs:
@@ -243,12 +254,15 @@ def write_record(out: Path, records: list[dict]) -> str:
                     for c in CAPS
                 ]
                 lines.append(
-                    f"| {domain} | {_variant_name(variant)} | {lr:g} | " + " | ".join(cells) + " |"
+                    f"| {domain} | {_variant_name(variant)} | {reg:g} | {lr:g} | "
+                    + " | ".join(cells)
+                    + " |"
                 )
     lines += [
         "",
         f"Chosen: {_variant_name(choice['difficulty'])}; LR {choice['learning_rate']:g}; "
-        f"max_steps {choice['max_steps']}.",
+        f"regularisation {choice['regularisation']:g}; max_steps {choice['max_steps']}; "
+        f"weakest domain {choice['weakest']:.1f}.",
         *choice["why"],
         "",
     ]
@@ -285,7 +299,8 @@ def run_pilot(out: str | Path, base_path=None, workers: int | None = None, log=p
         for record in pool.map(functools.partial(run_job, str(out), base), jobs()):
             log(
                 f"pilot: {record['domain']} {_variant_name(record['variant'])} LR "
-                f"{record['lr']:g} seed {record['seed']}: {record['scores']}"
+                f"{record['lr']:g} reg. {record['regularisation']:g} seed {record['seed']}: "
+                f"{record['scores']}"
             )
             records.append(record)
     log(write_record(out, records))
