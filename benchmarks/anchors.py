@@ -600,8 +600,10 @@ def worker(side: str, shape: str, method: str, threads: int, dtype: str) -> None
         if line.strip() != "step":
             break
         t0, c0 = time.perf_counter(), time.process_time()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step()
-        _send(step_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+        _send(step_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0, faults=faults)
     _send(peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
@@ -645,6 +647,7 @@ class Worker:
         )
         self.times: list[float] = []
         self.cpu: list[float] = []
+        self.faults: list[int] = []
         self.info: dict = {}
 
     def read(self) -> dict:
@@ -662,6 +665,7 @@ class Worker:
         msg = self.read()
         self.times.append(msg["step_s"])
         self.cpu.append(msg["cpu_s"])
+        self.faults.append(msg["faults"])
 
     def finish(self) -> None:
         self.proc.stdin.write("done\n")
@@ -724,6 +728,9 @@ def run_group(
                     # CPU seconds of all the worker's threads per step: less moved by other
                     # processes than wall time (but spinning threads count too).
                     "cpu_s": statistics.median(w.cpu[warmup:]),
+                    # Minor page faults per step: memory the step touches afresh (XLA's
+                    # temporaries come back from the OS zeroed when malloc returned them).
+                    "faults_per_step": statistics.median(w.faults[warmup:]),
                     "tokens_per_s": w.info["tokens"] / med,
                     "peak_rss_gib": w.info["peak_rss_gib"],
                     "build_s": w.info["ready"],
@@ -787,7 +794,8 @@ def report(results: list[dict], peak: dict | None) -> list[str]:
         )
         lines.append(
             f"{'method':15s} {'side':6s} {'step s':>8s} {'CPU s':>7s} {'tok/s':>9s} "
-            f"{'RSS GiB':>8s} {'%peak':>7s}  {'speed ours/it':>13s} {'RSS ours/it':>11s}  steps"
+            f"{'RSS GiB':>8s} {'%peak':>7s} {'faults':>7s}  {'speed ours/it':>13s} "
+            f"{'RSS ours/it':>11s}  steps"
         )
         for method in METHODS:
             for side in SIDES:
@@ -803,7 +811,8 @@ def report(results: list[dict], peak: dict | None) -> list[str]:
                     rss = f"{ours['peak_rss_gib'] / r['peak_rss_gib']:.2f}"
                 lines.append(
                     f"{method:15s} {side:6s} {r['step_s']:8.3f} {r['cpu_s']:7.2f} "
-                    f"{r['tokens_per_s']:9.1f} {r['peak_rss_gib']:8.2f} {util:>7s}  "
+                    f"{r['tokens_per_s']:9.1f} {r['peak_rss_gib']:8.2f} {util:>7s} "
+                    f"{r['faults_per_step'] / 1e3:6.0f}k  "
                     f"{ratio:>13s} {rss:>11s}  {r['steps_s']}"
                 )
         for side in SIDES:
