@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 
-from promot_jax import library_noise
+from promot_jax import allocator, library_noise
 
 # command name -> module under promot_jax.commands (underscored where the CLI uses a dash)
 COMMANDS = {
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != VERBOSE_FLAG]
     try:
         verbose = verbose or library_noise.verbose_from_env()
+        if console:  # before anything is imported or run: see promot_jax/allocator.py
+            allocator.reexec_under_jemalloc(sys.argv[1:])
     except ValueError as e:
         print(f"promot-jax: error: {e}", file=sys.stderr)
         return 2
