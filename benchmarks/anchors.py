@@ -45,6 +45,13 @@ arithmetic meets denormals (5.9, 6.2, 7.9, 10.5, 13.4, 14.1 s; no parameter or o
 value is denormal, so they arise in the step's intermediates). The HF worker calls
 torch.set_flush_denormal(True), the arithmetic XLA uses: its steps are then flat (4.5-5.1 s).
 
+Allocator: our workers run under the C allocator `promot-jax` runs under (jemalloc with page
+decay off where it is installed, promot_jax/allocator.py; `PROMOT_JAX_MALLOC=system` for
+glibc's), HF's and T5X's under this process's own (glibc's unless LD_PRELOAD says otherwise:
+`LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python
+benchmarks/anchors.py` gives every side jemalloc). The header says which each side got, and
+the faults column (minor page faults per step) shows what it costs.
+
 Timing: the workers of one group (the sides of one method, or with `--together` every case of
 a shape) are alive at once and are stepped in turn, one step each per round, alternating the
 order every round, so a drift of the machine's load hits them alike. Step time is the median
@@ -607,6 +614,20 @@ def worker(side: str, shape: str, method: str, threads: int, dtype: str) -> None
     _send(peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
+def allocator_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` as `promot-jax` would run our step in it (promot_jax/allocator.py)."""
+    from promot_jax import allocator
+
+    return allocator.preload_env(env) or env
+
+
+def describe_allocator(env: dict[str, str]) -> str:
+    preload = env.get("LD_PRELOAD", "").strip()
+    if not preload:
+        return "the C library's malloc"
+    return f"LD_PRELOAD={preload} MALLOC_CONF={env.get('MALLOC_CONF', '')}"
+
+
 def ab_env(assignments: str) -> dict[str, str]:
     """`--ab`'s 'KEY=VALUE ...' as environment changes; XLA_FLAGS are added to the current."""
     env = {}
@@ -629,6 +650,8 @@ class Worker:
         self.side, self.method = side, method
         path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
         env = dict(os.environ, PYTHONPATH=path)
+        if side in ("ours", "ours_b"):
+            env = allocator_env(env)
         if side == "ours_b":
             env.update(ab_env(ab))
             side = "ours"
@@ -877,6 +900,8 @@ def main() -> None:
         "timed steps per "
         f"case after {args.warmup} warm-up, load average {_load()}"
     )
+    print(f"allocator: ours {describe_allocator(allocator_env(dict(os.environ)))}; others "
+          f"{describe_allocator(dict(os.environ))}")  # fmt: skip
     out = subprocess.run(
         [sys.executable, __file__, "--_peak", "--threads", str(args.threads)]
         + ["--dtype", args.dtype],
