@@ -5,9 +5,9 @@ XLA:CPU gives each execution of a compiled step its temporaries as one large blo
 mmap and unmaps them on free, so every training step maps its temporaries afresh and the
 kernel zero-fills them page by page: at mT5-small fine-tuning 1.29M minor page faults a
 step (~5 GB), steps alternating 5.8 and 10-11 s. jemalloc with page decay off keeps a freed
-block mapped and gives it back to the next step: no faults, steps even (README "Speed";
-`benchmarks/anchors.py` prints faults per step). The numbers computed do not change: the
-allocator only decides where buffers live.
+block mapped and gives it back to the next step: no faults, steps even (README, "Speed
+against what a user would pick instead"; `benchmarks/anchors.py` prints faults per step).
+The numbers computed do not change: the allocator only decides where buffers live.
 
 `promot-jax` re-executes itself once, before anything else runs, with jemalloc preloaded
 when the library is installed (Debian/Ubuntu: `apt install libjemalloc2`) and nothing else

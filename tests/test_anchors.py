@@ -114,13 +114,15 @@ def test_hf_loads_our_base_weights():
 def test_report_lists_every_case_and_ratio():
     results = [
         {"shape": "tiny", "side": side, "method": m, "step_s": t, "cpu_s": t, "steps_s": [t],
-         "tokens_per_s": 48 / t, "peak_rss_gib": rss, "build_s": 1.0, "flops": 1e9}
+         "tokens_per_s": 48 / t, "peak_rss_gib": rss, "build_s": 1.0, "flops": 1e9,
+         "faults_per_step": faults}
         for m in anchors.METHODS
-        for side, t, rss in (("ours", 1.0, 1.0), ("hf", 2.0, 0.5))
+        for side, t, rss, faults in (("ours", 1.0, 1.0, 0), ("hf", 2.0, 0.5, 351_000))
     ]  # fmt: skip
     text = "\n".join(anchors.report(results, {"xla": 1e10, "torch": 1e10}))
     for m in anchors.METHODS:
         assert text.count(m) >= 2
+    assert text.count("   351k") == 3 and text.count("     0k") == 3  # page faults per step
     assert text.count("2.00x") == 3 and "stage 1 step / fine-tuning step 1.00x" in text
 
 
