@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 ENV = "PROMOT_JAX_MALLOC"
 CHOICES = ("jemalloc", "system")
@@ -61,12 +61,13 @@ def preload_env(
     return env
 
 
-def reexec_under_jemalloc(argv: Sequence[str]) -> None:
-    """Replaces this process with `python -m promot_jax.cli ARGV` under jemalloc when
-    `preload_env` says so; returns (doing nothing) otherwise."""
+def reexec_under_jemalloc() -> None:
+    """Replaces this process with the same command line (`sys.orig_argv`: the console script,
+    or `python -m promot_jax.cli`, with the same interpreter options, so the same code is
+    imported) under jemalloc when `preload_env` says so; returns, doing nothing, otherwise."""
     env = preload_env(os.environ)
     if env is None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "promot_jax.cli", *argv], env)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

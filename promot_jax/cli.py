@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         verbose = verbose or library_noise.verbose_from_env()
         if console:  # before anything is imported or run: see promot_jax/allocator.py
-            allocator.reexec_under_jemalloc(sys.argv[1:])
+            allocator.reexec_under_jemalloc()
     except ValueError as e:
         print(f"promot-jax: error: {e}", file=sys.stderr)
         return 2
