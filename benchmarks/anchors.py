@@ -47,10 +47,11 @@ torch.set_flush_denormal(True), the arithmetic XLA uses: its steps are then flat
 
 Allocator: our workers run under the C allocator `promot-jax` runs under (jemalloc with page
 decay off where it is installed, promot_jax/allocator.py; `PROMOT_JAX_MALLOC=system` for
-glibc's), HF's and T5X's under this process's own (glibc's unless LD_PRELOAD says otherwise:
-`LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python
-benchmarks/anchors.py` gives every side jemalloc). The header says which each side got, and
-the faults column (minor page faults per step) shows what it costs.
+glibc's, also as `--ab PROMOT_JAX_MALLOC=system` to compare the two in turn), HF's and T5X's
+under this process's own (glibc's unless LD_PRELOAD says otherwise: `LD_PRELOAD=libjemalloc.so.2
+MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python benchmarks/anchors.py` gives every side
+jemalloc). The header says which each side got, and the faults column (minor page faults per
+step) shows what it costs.
 
 Timing: the workers of one group (the sides of one method, or with `--together` every case of
 a shape) are alive at once and are stepped in turn, one step each per round, alternating the
@@ -650,11 +651,11 @@ class Worker:
         self.side, self.method = side, method
         path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
         env = dict(os.environ, PYTHONPATH=path)
-        if side in ("ours", "ours_b"):
-            env = allocator_env(env)
         if side == "ours_b":
-            env.update(ab_env(ab))
+            env.update(ab_env(ab))  # `--ab PROMOT_JAX_MALLOC=system`: glibc's malloc for B
             side = "ours"
+        if side == "ours":
+            env = allocator_env(env)
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in `kill`)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--_worker", side, shape, method]
@@ -866,7 +867,7 @@ def main() -> None:
         "--ab",
         default="",
         help="also run our step as side 'ours_b' with these environment changes, e.g. "
-        "'--xla_cpu_foo=1' (an XLA flag, added to XLA_FLAGS) or 'PROMOT_JAX_XLA_CPU_TUNING=0'",
+        "'--xla_cpu_foo=1' (an XLA flag, added to XLA_FLAGS) or 'PROMOT_JAX_MALLOC=system'",
     )
     parser.add_argument(
         "--dtype",
@@ -900,8 +901,11 @@ def main() -> None:
         "timed steps per "
         f"case after {args.warmup} warm-up, load average {_load()}"
     )
-    print(f"allocator: ours {describe_allocator(allocator_env(dict(os.environ)))}; others "
-          f"{describe_allocator(dict(os.environ))}")  # fmt: skip
+    allocators = {"ours": allocator_env(dict(os.environ))}
+    if args.ab:
+        allocators["ours_b"] = allocator_env(dict(os.environ, **ab_env(args.ab)))
+    allocators["others"] = dict(os.environ)
+    print("allocator: " + "; ".join(f"{k} {describe_allocator(e)}" for k, e in allocators.items()))
     out = subprocess.run(
         [sys.executable, __file__, "--_peak", "--threads", str(args.threads)]
         + ["--dtype", args.dtype],

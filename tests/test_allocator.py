@@ -53,13 +53,30 @@ def test_a_bad_choice_names_the_value_and_the_choices():
     assert "PROMOT_JAX_MALLOC='tc'; use one of jemalloc, system" in proc.stderr
 
 
-def test_the_program_runs_the_same_command_after_reexecuting():
-    # Whatever this machine has: with jemalloc the command runs in the re-executed process,
-    # without it in this one; either way the user sees the command's own output.
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PROMOT_JAX_MALLOC")}
+def _clean_env():
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PROMOT_JAX_MALLOC")}
+
+
+def test_the_reexecuted_process_runs_under_jemalloc_exactly_when_it_is_installed():
+    # The same command line runs again (here a `python -c` script, which calls the
+    # re-execution once more: the second call must return, not loop) and reports whether
+    # jemalloc is mapped into it. Without jemalloc on the machine: the first run, unmapped.
+    script = (
+        "from promot_jax import allocator; allocator.reexec_under_jemalloc(); "
+        "print('jemalloc' in open('/proc/self/maps').read())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=_clean_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(allocator.find_jemalloc() is not None)
+
+
+def test_the_program_runs_its_command_whether_or_not_it_reexecutes():
     proc = subprocess.run(
         [sys.executable, "-m", "promot_jax.cli", "params", "--help"],
-        env=env,
+        env=_clean_env(),
         capture_output=True,
         text=True,
         timeout=120,

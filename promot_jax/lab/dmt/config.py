@@ -31,8 +31,8 @@ PILOT_DIFFICULTY = Difficulty(
     instructions=WORD_INSTRUCTIONS,
 )
 PILOT_LR, PILOT_CAP = 1e-2, 150
-# Dropout rate and label smoothing of every stage: none, as the DMT paper fine-tunes (round 5;
-# rounds 1-4 trained with T5's 0.1).
+# Dropout rate and label smoothing of every stage: none (round 5; rounds 1-4 trained with
+# T5's 0.1). The paper's LLaMA has no dropout; its recipe (PAPERS.md) names no label smoothing.
 PILOT_REGULARISATION = 0.0
 # bfloat16 compute (float32 parameters), as T5X runs mT5: registered in round 4
 # (docs/dmt_lab_design.md), which gives the step more of the time budget.

@@ -13,7 +13,7 @@ maximum over all settings (reported as below the floor). The cap is the largest.
 
 This is round 5 (docs/dmt_lab_design.md has rounds 1-4): round 4's bfloat16 stages and caps,
 with the regularisation as a new axis: T5's dropout and label smoothing 0.1 (rounds 1-4)
-or none, as the DMT paper's LLaMA fine-tuning trains.
+or none (the paper's LLaMA has no dropout; its recipe names no label smoothing).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from promot_tasks.toy_world.dmt import WORD_INSTRUCTIONS, Difficulty
 FLOOR, BASE_CEILING = 60.0, 20.0
 CAPS = (50, 100, 150)
 LRS = (1e-2, 2e-2)
-# Dropout rate = label smoothing of the stages: T5's 0.1 (rounds 1-4), or none (the paper's).
+# Dropout rate = label smoothing of the stages: T5's 0.1 (rounds 1-4), or none.
 REGULARISATION = (0.1, 0.0)
 # Per domain, easiest first: the knob values the pilot tries (the rest of Difficulty is
 # irrelevant to that domain's generator). General takes the word-level instructions.
@@ -143,17 +143,22 @@ def _same(a: Mapping, b: Mapping) -> bool:
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))  # tuples read back as lists
 
 
-def _scores(records, domain: str, variant: Mapping, setting, cap: int) -> list[float]:
+def _runs(records, domain: str, variant: Mapping, setting) -> dict[int, dict]:
+    """{seed: {cap: score}} of one domain's variant trained at one (regularisation, LR)."""
     reg, lr = setting
-    return [
-        r["scores"][str(cap)]
+    return {
+        r["seed"]: r["scores"]
         for r in records
         if r["domain"] == domain
         and _same(r["variant"], variant)
         and r["lr"] == lr
         and r["regularisation"] == reg
         and r["seed"] is not None
-    ]
+    }
+
+
+def _scores(records, domain: str, variant: Mapping, setting, cap: int) -> list[float]:
+    return [scores[str(cap)] for scores in _runs(records, domain, variant, setting).values()]
 
 
 def _base(records, domain: str, variant: Mapping) -> float | None:
@@ -207,11 +212,11 @@ def choose_at(records: list[dict], setting: tuple[float, float]) -> dict:
 
 def choose(records: list[dict]) -> dict:
     """The registered rule over the settings (module docstring)."""
-    ran = [st for st in settings() if all(
-        any(r["lr"] == st[1] and r["regularisation"] == st[0] and r["domain"] == d
-            and r["seed"] is not None for r in records)
-        for d in DOMAINS
-    )]  # fmt: skip
+    ran = [
+        st
+        for st in settings()
+        if all(any(_runs(records, d, v, st) for v in variants(d)) for d in DOMAINS)
+    ]
     at = [choose_at(records, st) for st in ran]
     passing = [c for c in at if c["passes"]]
     return max(passing or at, key=lambda c: c["weakest"])  # ties: the earlier setting
@@ -236,15 +241,7 @@ def write_record(out: Path, records: list[dict]) -> str:
         for variant in variants(domain):
             base = _base(records, domain, variant)
             for reg, lr in settings():
-                runs = {
-                    r["seed"]: r["scores"]
-                    for r in records
-                    if r["domain"] == domain
-                    and _same(r["variant"], variant)
-                    and r["lr"] == lr
-                    and r["regularisation"] == reg
-                    and r["seed"] is not None
-                }
+                runs = _runs(records, domain, variant, (reg, lr))
                 if not runs:
                     continue
                 cells = ["-" if base is None else f"{base:.1f}"]
