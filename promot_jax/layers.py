@@ -227,6 +227,24 @@ def _add_shared_bias_bwd(shapes, g):
 add_shared_bias.defvjp(_add_shared_bias_fwd, _add_shared_bias_bwd)
 
 
+def recomputed(fn: Callable, dtype) -> Callable:
+    """`fn`, recomputed from its inputs in the backward pass when `dtype` is float32.
+
+    Used for the attention softmax and the MLP's activations: XLA:CPU (jax 0.10) otherwise
+    keeps their intermediates for the backward pass (for the softmax: the exponentials,
+    the probabilities and a materialised broadcast of the sums' reciprocal, three
+    `[B, H, q, k]` arrays per layer). In float32 the recomputed values are the stored ones
+    bit for bit (a training step's parameters are unchanged, tests/test_network.py) and the
+    step is faster; in bfloat16 XLA rounds the recomputation differently, so bfloat16 keeps
+    what it stored. docs/implementation.md, "Recomputed softmax and activations".
+    """
+    return jax.checkpoint(fn) if jnp.dtype(dtype) == jnp.float32 else fn
+
+
+def _softmax(logits: jax.Array) -> jax.Array:
+    return jax.nn.softmax(logits, axis=-1)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head dot-product attention with an optional autoregressive kv cache.
 
@@ -316,7 +334,8 @@ class MultiHeadAttention(nn.Module):
         logits = mixed_precision.einsum("bqhd,bkhd->bhqk", query, key, query.dtype)
         if attn_bias is not None:
             logits = logits + attn_bias.astype(logits.dtype)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        weights = recomputed(_softmax, self.dtype)(logits.astype(jnp.float32))
+        weights = weights.astype(self.dtype)
         if not deterministic and self.dropout_rate > 0.0:
             keep = jax.random.bernoulli(
                 self.make_rng("dropout"), 1.0 - self.dropout_rate, weights.shape
@@ -360,7 +379,7 @@ class MlpBlock(nn.Module):
                 lora=self.lora,
                 name=f"wi{suffix}",
             )(x)
-            h = _activation(name)(h)
+            h = recomputed(_activation(name), self.dtype)(h)
             hidden = h if hidden is None else hidden * h
         # T5X drops the hidden units too, broadcasting over the sequence axis.
         hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(

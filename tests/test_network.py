@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from promot_jax import decoding, network, prompt
+from promot_jax import decoding, layers, network, prompt
 
 VOCAB = 96
 
@@ -186,6 +186,40 @@ def test_dropout_is_active_only_when_enabled():
     np.testing.assert_array_equal(off1, off2)
     on = model.apply({"params": params}, *args, rngs={"dropout": jax.random.key(0)})
     assert np.max(np.abs(on - off1)) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_recomputing_softmax_and_activations_leaves_gradients_bit_for_bit(dtype, monkeypatch):
+    """float32 recomputes the attention softmax and the MLP activations in the backward
+    pass (less memory, a faster step); the gradients must be the stored ones exactly."""
+    # The lab's model size: at "tiny" even bfloat16's recomputation rounds alike.
+    cfg = tiny(prompt_length=10, dropout_rate=0.1, dtype=dtype, emb_dim=128, mlp_dim=512)
+    model = network.Transformer(cfg)
+    params = network.init_params(cfg, jax.random.key(8))
+    rng = np.random.default_rng(8)
+    enc, tgt = random_tokens(rng, 8, 40, {1: 30}), random_tokens(rng, 8, 6)
+    dec_in = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
+
+    def loss(params):
+        logits = model.apply(
+            {"params": params}, enc, dec_in, tgt, rngs={"dropout": jax.random.key(1)}
+        )
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tgt[..., None], -1))
+
+    def gradients():
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+        return jax.jit(jax.grad(loss))(params), "remat" in jaxpr or "checkpoint" in jaxpr
+
+    recomputed, recomputes = gradients()
+    monkeypatch.setattr(layers, "recomputed", lambda fn, dtype: fn)
+    stored, _ = gradients()
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(recomputed)[0],
+        jax.tree_util.tree_leaves(stored),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    assert recomputes == (dtype == "float32")
 
 
 def test_bfloat16_activations_float32_logits():
