@@ -767,6 +767,20 @@ def run_group(
     return results
 
 
+# What the project aims at (issue 21), judged here and never in tests: ours' speed over HF's
+# per (shape, method) at least this; our stage 1 step at most this fraction of our
+# fine-tuning step; our peak RSS at most HF's.
+SPEED_TARGETS = {
+    ("mt5_small", "finetune"): 1.2,
+    ("mt5_small", "promot_stage1"): 1.5,
+    ("lab", "finetune"): 1.5,
+    ("lab", "promot_stage1"): 1.5,
+    ("lab", "promot_stage2"): 1.5,
+}
+STAGE1_OVER_FINETUNE = 0.70
+RSS_OVER_HF = 1.0
+
+
 # --------------------------------------------------------------------------- the matmul peak
 
 
@@ -806,6 +820,53 @@ def _timed(fn) -> float:
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def targets(results: list[dict], peak: dict | None) -> list[str]:
+    """Each target against what was measured. Beside a speed target: the ratio ours would
+    reach if every FLOP of our compiled step ran at XLA's measured matmul peak and nothing
+    else took time (HF's step as measured), a ceiling on what tuning our step can give on this
+    CPU; beside the stage 1 target: the ratio of the two compiled steps' FLOPs."""
+    by = {(r["shape"], r["side"], r["method"]): r for r in results}
+    lines = ["\ntargets (judged here, not in tests):"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for (shape, method), want in SPEED_TARGETS.items():
+        ours, hf = by.get((shape, "ours", method)), by.get((shape, "hf", method))
+        if not (ours and hf):
+            continue
+        got = hf["step_s"] / ours["step_s"]
+        line = f"  {shape} {method}: ours/hf speed {got:.2f}x, target >= {want:.2f}x: "
+        line += verdict(got >= want)
+        if ours.get("flops") and peak:
+            ceiling = hf["step_s"] * peak["xla"] / ours["flops"]
+            line += f" (ceiling at XLA's matmul peak: {ceiling:.2f}x)"
+        lines.append(line)
+    for shape in dict.fromkeys(r["shape"] for r in results):
+        st1, ft = by.get((shape, "ours", "promot_stage1")), by.get((shape, "ours", "finetune"))
+        if st1 and ft:
+            got = st1["step_s"] / ft["step_s"]
+            line = (
+                f"  {shape} our stage 1 step / fine-tuning step {got:.2f}x, target <= "
+                f"{STAGE1_OVER_FINETUNE:.2f}x: {verdict(got <= STAGE1_OVER_FINETUNE)}"
+            )
+            if st1.get("flops") and ft.get("flops"):
+                line += f" (their FLOPs: {st1['flops'] / ft['flops']:.2f}x)"
+            lines.append(line)
+        rss = [
+            (m, by[(shape, "ours", m)]["peak_rss_gib"] / by[(shape, "hf", m)]["peak_rss_gib"])
+            for m in METHODS
+            if (shape, "ours", m) in by and (shape, "hf", m) in by
+        ]
+        if rss:
+            lines.append(
+                f"  {shape} peak RSS ours/hf "
+                + ", ".join(f"{m} {x:.2f}" for m, x in rss)
+                + f", target <= {RSS_OVER_HF:.2f}: {verdict(all(x <= RSS_OVER_HF for _, x in rss))}"
+            )
+    return lines
 
 
 def report(results: list[dict], peak: dict | None) -> list[str]:
@@ -943,7 +1004,7 @@ def main() -> None:
             "\nours/it ratios come from steps taken in turn; the stage 1 / fine-tuning ratios "
             "compare groups run one after the other (--together interleaves them too)"
         )
-    for line in report(results, peak):
+    for line in report(results, peak) + targets(results, peak):
         print(line)
     print(f"\n{time.time() - started:.0f} s in all; load average {_load()}")
     if args.json:

@@ -126,6 +126,27 @@ def test_report_lists_every_case_and_ratio():
     assert text.count("2.00x") == 3 and "stage 1 step / fine-tuning step 1.00x" in text
 
 
+def test_targets_are_judged_with_their_ceilings():
+    def row(shape, side, method, step_s, rss, flops):
+        return {"shape": shape, "side": side, "method": method, "step_s": step_s,
+                "peak_rss_gib": rss, "flops": flops}  # fmt: skip
+
+    results = [
+        row("mt5_small", "ours", "finetune", 4.0, 5.0, 8e11),
+        row("mt5_small", "hf", "finetune", 5.0, 4.0, None),
+        row("mt5_small", "ours", "promot_stage1", 2.0, 3.0, 6e11),
+        row("mt5_small", "hf", "promot_stage1", 4.0, 3.0, None),
+    ]
+    text = "\n".join(anchors.targets(results, {"xla": 4e11, "torch": 5e11}))
+    # 5.0 / 4.0 = 1.25x >= 1.2; at the peak the step would take 8e11 / 4e11 = 2 s: 2.50x
+    assert "mt5_small finetune: ours/hf speed 1.25x, target >= 1.20x: met" in text
+    assert "(ceiling at XLA's matmul peak: 2.50x)" in text
+    assert "mt5_small promot_stage1: ours/hf speed 2.00x, target >= 1.50x: met" in text
+    assert "step / fine-tuning step 0.50x, target <= 0.70x: met (their FLOPs: 0.75x)" in text
+    assert "peak RSS ours/hf finetune 1.25, promot_stage1 1.00, target <= 1.00: NOT met" in text
+    assert "lab" not in text  # no lab rows measured, none judged
+
+
 def test_side_by_side_run_reports_each_case(tmp_path):
     """One invocation, workers in their own processes, stepped in turn (tiny: ~20 s)."""
     out = tmp_path / "anchors.json"
