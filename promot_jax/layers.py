@@ -228,16 +228,9 @@ add_shared_bias.defvjp(_add_shared_bias_fwd, _add_shared_bias_bwd)
 
 
 def recomputed(fn: Callable, dtype) -> Callable:
-    """`fn`, recomputed from its inputs in the backward pass when `dtype` is float32.
-
-    Used for the attention softmax and the MLP's activations: XLA:CPU (jax 0.10) otherwise
-    keeps their intermediates for the backward pass (for the softmax: the exponentials,
-    the probabilities and a materialised broadcast of the sums' reciprocal, three
-    `[B, H, q, k]` arrays per layer). In float32 the recomputed values are the stored ones
-    bit for bit (a training step's parameters are unchanged, tests/test_network.py) and the
-    step is faster; in bfloat16 XLA rounds the recomputation differently, so bfloat16 keeps
-    what it stored. docs/implementation.md, "Recomputed softmax and activations".
-    """
+    """`fn`, recomputed from its inputs in the backward pass when `dtype` is float32: less
+    memory, the same gradients bit for bit (on XLA:CPU; bfloat16 would round differently).
+    docs/implementation.md, "Recomputed softmax and activations", has the measurements."""
     return jax.checkpoint(fn) if jnp.dtype(dtype) == jnp.float32 else fn
 
 

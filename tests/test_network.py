@@ -191,8 +191,10 @@ def test_dropout_is_active_only_when_enabled():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_recomputing_softmax_and_activations_leaves_gradients_bit_for_bit(dtype, monkeypatch):
     """float32 recomputes the attention softmax and the MLP activations in the backward
-    pass (less memory, a faster step); the gradients must be the stored ones exactly."""
-    # The lab's model size: at "tiny" even bfloat16's recomputation rounds alike.
+    pass (less memory); its gradients must be the stored ones exactly. bfloat16, where the
+    recomputation rounds differently, must not recompute."""
+    # The lab's model width (128-d, MLP 512): at "tiny" even bfloat16's recomputation rounds
+    # alike, so a recomputing bfloat16 would pass the comparison below.
     cfg = tiny(prompt_length=10, dropout_rate=0.1, dtype=dtype, emb_dim=128, mlp_dim=512)
     model = network.Transformer(cfg)
     params = network.init_params(cfg, jax.random.key(8))
