@@ -822,12 +822,22 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _by_case(results: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(r["shape"], r["side"], r["method"]): r for r in results}
+
+
+def _stage1_over_finetune(by: dict, shape: str, side: str) -> tuple[dict, dict] | None:
+    """(stage 1's result, fine-tuning's) of one side at one shape, when both were measured."""
+    st1, ft = by.get((shape, side, "promot_stage1")), by.get((shape, side, "finetune"))
+    return (st1, ft) if st1 and ft else None
+
+
 def targets(results: list[dict], peak: dict | None) -> list[str]:
     """Each target against what was measured. Beside a speed target: the ratio ours would
     reach if every FLOP of our compiled step ran at XLA's measured matmul peak and nothing
     else took time (HF's step as measured), a ceiling on what tuning our step can give on this
     CPU; beside the stage 1 target: the ratio of the two compiled steps' FLOPs."""
-    by = {(r["shape"], r["side"], r["method"]): r for r in results}
+    by = _by_case(results)
     lines = ["\ntargets (judged here, not in tests):"]
 
     def verdict(ok: bool) -> str:
@@ -845,8 +855,9 @@ def targets(results: list[dict], peak: dict | None) -> list[str]:
             line += f" (ceiling at XLA's matmul peak: {ceiling:.2f}x)"
         lines.append(line)
     for shape in dict.fromkeys(r["shape"] for r in results):
-        st1, ft = by.get((shape, "ours", "promot_stage1")), by.get((shape, "ours", "finetune"))
-        if st1 and ft:
+        pair = _stage1_over_finetune(by, shape, "ours")
+        if pair:
+            st1, ft = pair
             got = st1["step_s"] / ft["step_s"]
             line = (
                 f"  {shape} our stage 1 step / fine-tuning step {got:.2f}x, target <= "
@@ -871,7 +882,7 @@ def targets(results: list[dict], peak: dict | None) -> list[str]:
 
 def report(results: list[dict], peak: dict | None) -> list[str]:
     lines = []
-    by = {(r["shape"], r["side"], r["method"]): r for r in results}
+    by = _by_case(results)
     for shape in dict.fromkeys(r["shape"] for r in results):
         s = SHAPES[shape]
         lines.append(
@@ -901,8 +912,9 @@ def report(results: list[dict], peak: dict | None) -> list[str]:
                     f"{ratio:>13s} {rss:>11s}  {r['steps_s']}"
                 )
         for side in SIDES:
-            st1, ft = by.get((shape, side, "promot_stage1")), by.get((shape, side, "finetune"))
-            if st1 and ft:
+            pair = _stage1_over_finetune(by, shape, side)
+            if pair:
+                st1, ft = pair
                 lines.append(
                     f"{side}: stage 1 step / fine-tuning step {st1['step_s'] / ft['step_s']:.2f}x"
                     f" (CPU s {st1['cpu_s'] / ft['cpu_s']:.2f}x)"

@@ -49,7 +49,7 @@ def preload_env(
     """The environment to re-execute under, or None to run as we are: on Linux, with
     jemalloc chosen and found, and nothing preloaded yet (a preload the user set, or ours
     after the re-execution, is left alone)."""
-    if not platform.startswith("linux") or choice(environ) == "system":
+    if choice(environ) == "system" or not platform.startswith("linux"):
         return None
     if environ.get("LD_PRELOAD", "").strip():
         return None
